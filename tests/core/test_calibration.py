@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from disalign_core import DisAlignCalibration
+
+
+def test_identity_at_start_vectors_and_maps():
+    torch.manual_seed(0)
+    cal = DisAlignCalibration(5, 8)
+    z, x = torch.randn(4, 5), torch.randn(4, 8)
+    assert torch.equal(cal(z, x), z)
+    zm, xm = torch.randn(2, 5, 3, 3), torch.randn(2, 8, 3, 3)
+    assert torch.equal(cal(zm, xm), zm)
+
+
+def test_formula_against_hand_computed_values():
+    cal = DisAlignCalibration(2, 2)
+    with torch.no_grad():
+        cal.alpha.copy_(torch.tensor([0.5, -1.0]))
+        cal.beta.copy_(torch.tensor([2.0, 3.0]))
+        cal.confidence_weight.copy_(torch.tensor([1.0, 0.0]))
+        cal.confidence_bias.fill_(0.0)
+    # sigma(x) = sigmoid(x_0): x_0 = 0 -> 0.5
+    z = torch.tensor([[4.0, 2.0]])
+    x = torch.tensor([[0.0, 7.0]])
+    # (1 + 0.5*0.5)*4 + 0.5*2 = 6 ;  (1 - 0.5)*2 + 0.5*3 = 2.5
+    assert torch.allclose(cal(z, x), torch.tensor([[6.0, 2.5]]))
+
+
+def test_dense_maps_match_per_pixel_vectors():
+    torch.manual_seed(1)
+    cal = DisAlignCalibration(3, 4)
+    with torch.no_grad():
+        cal.alpha.normal_()
+        cal.beta.normal_()
+        cal.confidence_weight.normal_()
+    z, x = torch.randn(2, 3, 5, 6), torch.randn(2, 4, 5, 6)
+    dense = cal(z, x)
+    flat = cal(z.permute(0, 2, 3, 1).reshape(-1, 3), x.permute(0, 2, 3, 1).reshape(-1, 4))
+    assert torch.allclose(dense.permute(0, 2, 3, 1).reshape(-1, 3), flat, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expect_sigma",
+    [(dict(confidence="constant"), 0.5), (dict(confidence="none"), 1.0)],
+)
+def test_confidence_modes(kwargs, expect_sigma):
+    cal = DisAlignCalibration(2, 3, **kwargs)
+    with torch.no_grad():
+        cal.alpha.fill_(1.0)
+        cal.beta.fill_(1.0)
+    z = torch.tensor([[1.0, 2.0]])
+    out = cal(z, torch.randn(1, 3))
+    assert torch.allclose(out, z * (1 + expect_sigma) + expect_sigma)
+
+
+def test_ablation_switches_remove_parameters():
+    cal = DisAlignCalibration(4, 3, use_magnitude=False, confidence="none")
+    names = {n for n, _ in cal.named_parameters()}
+    assert names == {"beta"}
+    with torch.no_grad():
+        cal.beta.fill_(2.0)
+    z = torch.randn(2, 4)
+    assert torch.allclose(cal(z), z + 2.0)
+    off = DisAlignCalibration(4, 3, use_magnitude=False, use_margin=False)
+    assert torch.equal(off(z, torch.randn(2, 3)), z)
+
+
+def test_gradients_reach_calibration_only_through_logits():
+    cal = DisAlignCalibration(3, 4)
+    z = torch.randn(5, 3, requires_grad=True)
+    x = torch.randn(5, 4)
+    cal(z, x).pow(2).sum().backward()
+    assert cal.alpha.grad is not None and cal.alpha.grad.abs().sum() > 0
+    assert cal.beta.grad is not None and cal.beta.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((0, 4), {}, "num_classes"),
+        ((3, 0), {}, "in_channels"),
+        ((3, 4), {"confidence": "learned"}, "confidence must be one of"),
+    ],
+)
+def test_bad_construction(args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DisAlignCalibration(*args, **kwargs)
+
+
+def test_bad_shapes():
+    cal = DisAlignCalibration(3, 4)
+    with pytest.raises(ValueError, match="K=3"):
+        cal(torch.randn(2, 5), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="C=4"):
+        cal(torch.randn(2, 3), torch.randn(2, 6))
+    with pytest.raises(ValueError, match="needs the classifier's input features"):
+        cal(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="must agree"):
+        cal(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 5, 5))
