@@ -49,6 +49,11 @@ fi
 log "phase 3/3: detectron2"
 if "$PY" -c "import detectron2" 2>/dev/null; then
   log "detectron2 already importable: $("$PY" -c 'import detectron2; print(detectron2.__file__)')"
+  d2_c="$("$PY" -c 'import os, detectron2; print(os.path.join(os.path.dirname(detectron2.__file__), "_C.py"))')"
+  if [[ -f "$d2_c" ]] && ! cmp -s "$STANDIN" "$d2_c"; then
+    log "refreshing the stand-in $d2_c"
+    cp "$STANDIN" "$d2_c"
+  fi
 else
   d2_git="$(grep -E '^# DETECTRON2_GIT=' "$PINS" | cut -d= -f2-)"
   repo_url="${d2_git#git+}"; repo_url="${repo_url%@*}"
