@@ -1,0 +1,27 @@
+"""DisAlign (CVPR 2021) for detectron2: box predictor, ROI heads, config, class frequencies,
+the calibration stage's checkpointing/freezing, and dataset registration.
+
+Importing this package registers its components in detectron2's registries.
+"""
+
+from . import modeling as _  # noqa: F401  registration only
+from .calibration_stage import (
+    DisAlignCheckpointer,
+    check_box_predictor_shapes,
+    freeze_for_calibration,
+)
+from .class_frequencies import (
+    class_frequencies_from_config,
+    class_weights_from_config,
+    count_class_images,
+)
+from .config import add_disalign_config
+from .data import register_disalign_instances
+from .modeling import (
+    DisAlignCascadeROIHeads,
+    DisAlignFastRCNNOutputLayers,
+    DisAlignStandardROIHeads,
+    TinyConvNet,
+)
+
+__all__ = [k for k in dir() if not k.startswith("_")]

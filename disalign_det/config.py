@@ -1,0 +1,51 @@
+"""All config keys of the DisAlign detectron2 plugin, in one place.
+
+Defaults leave detectron2's behaviour unchanged: with them, ``DisAlignFastRCNNOutputLayers``
+is a plain linear ``FastRCNNOutputLayers`` trained with plain cross-entropy.
+"""
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_disalign_config"]
+
+
+def add_disalign_config(cfg: CN) -> None:
+    """Add the ``MODEL.DISALIGN`` and ``MODEL.TINY_BACKBONE`` nodes to ``cfg`` (in place)."""
+    _C = cfg
+    _C.MODEL.DISALIGN = CN()
+    # Box classifier h_o: "linear" (z_j = w_j . x + b_j) or "cosine"
+    # (z_j = s * w_j . x / (|w_j| |x|), all K+1 logits incl. background; the paper's "*" rows).
+    _C.MODEL.DISALIGN.CLASSIFIER = "linear"
+    # Initial value of the cosine classifier's learnable scale s.
+    _C.MODEL.DISALIGN.COSINE_SCALE = 20.0
+    # Build the distribution calibration (paper eq. 6) on the K foreground logits:
+    # z_hat = (1 + sigma(x) alpha) z + sigma(x) beta. It starts as the identity.
+    _C.MODEL.DISALIGN.CALIBRATION = False
+    # Learn the per-class magnitude alpha (ablation switch).
+    _C.MODEL.DISALIGN.MAGNITUDE = True
+    # Learn the per-class margin beta (ablation switch).
+    _C.MODEL.DISALIGN.MARGIN = True
+    # Confidence sigma: "input" = sigmoid(v . x + b) from the box-head feature x (paper),
+    # "constant" = sigmoid(b), "none" = 1.
+    _C.MODEL.DISALIGN.CONFIDENCE = "input"
+    # Generalized re-weighting (paper eq. 11) of the classification loss: foreground class j
+    # gets weight K (1/r_j)^rho / sum_k (1/r_k)^rho, the background weight 1.
+    _C.MODEL.DISALIGN.REWEIGHT = False
+    # rho, the exponent of the re-weighting (0: instance-balanced, 1: class-balanced).
+    _C.MODEL.DISALIGN.RHO = 0.8
+    # Class frequencies r_j (images containing class j). Empty: taken from the training
+    # datasets' metadata ("class_image_count", as LVIS v1) or counted from DATASETS.TRAIN.
+    # Otherwise a file read by disalign_core.read_class_frequencies (JSON or text).
+    _C.MODEL.DISALIGN.FREQUENCY_FILE = ""
+    # A class with no training image: "error" (raise) or "warn" (use the rarest class's weight).
+    _C.MODEL.DISALIGN.ZERO_COUNT = "error"
+    # Calibration stage: freeze everything but the calibration (BatchNorm statistics included)
+    # and skip the losses of the frozen mask/keypoint heads.
+    _C.MODEL.DISALIGN.FREEZE = False
+
+    # A tiny from-scratch backbone for CPU tests and demos (build_disalign_tiny_fpn_backbone).
+    _C.MODEL.TINY_BACKBONE = CN()
+    # Channels of the four stages (strides 4, 8, 16, 32; named res2..res5 like ResNet's).
+    _C.MODEL.TINY_BACKBONE.WIDTHS = [16, 32, 64, 128]
+    # Normalization after each conv: "BN", "GN", "SyncBN" or "" (FrozenBN diverges from scratch).
+    _C.MODEL.TINY_BACKBONE.NORM = "BN"

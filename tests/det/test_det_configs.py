@@ -1,0 +1,66 @@
+"""Every shipped detectron2 YAML parses into a config with the DisAlign keys."""
+
+import glob
+import os
+
+import pytest
+from detectron2.modeling import build_model
+
+from conftest import CONFIGS, tiny_cfg
+
+ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+LEAVES = [p for p in ALL if not os.path.basename(p).startswith("Base-")]
+
+
+def test_config_tree_is_complete():
+    names = {os.path.relpath(p, CONFIGS) for p in ALL}
+    for version in ("LVISv0.5", "LVISv1"):
+        for arch in ("mask_rcnn", "cascade_mask_rcnn"):
+            for backbone in ("R_50", "R_101", "X_101_32x8d"):
+                for head in ("", "_cos"):
+                    stem = f"{version}/{arch}_{backbone}_FPN_1x{head}.yaml"
+                    assert stem in names
+                    assert stem.replace("/", "/disalign_") in names
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=lambda p: os.path.relpath(p, CONFIGS))
+def test_every_config_parses(path):
+    cfg = tiny_cfg(path)
+    rel = os.path.relpath(path, CONFIGS)
+    name = os.path.basename(path)
+    cascade = "cascade" in name
+    assert cfg.MODEL.ROI_HEADS.NAME == (
+        "DisAlignCascadeROIHeads" if cascade else "DisAlignStandardROIHeads"
+    )
+    stage2 = name.startswith("disalign_")
+    assert (
+        cfg.MODEL.DISALIGN.CALIBRATION
+        == cfg.MODEL.DISALIGN.FREEZE
+        == cfg.MODEL.DISALIGN.REWEIGHT
+        == stage2
+    )
+    assert cfg.MODEL.DISALIGN.CLASSIFIER == ("cosine" if "_cos" in name else "linear")
+    if rel.startswith("LVIS"):
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == (1230 if rel.startswith("LVISv0.5") else 1203)
+        assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.0001
+        assert cfg.TEST.DETECTIONS_PER_IMAGE == 300
+        if stage2:  # METHOD.md: 9K iterations, LR 0.02, SGD momentum 0.9, wd 1e-4, 16 images
+            s = cfg.SOLVER
+            assert (s.MAX_ITER, s.BASE_LR, s.MOMENTUM, s.WEIGHT_DECAY, s.IMS_PER_BATCH) == (
+                9000,
+                0.02,
+                0.9,
+                0.0001,
+                16,
+            )
+            assert cfg.MODEL.DISALIGN.RHO == 0.8
+            assert cfg.MODEL.WEIGHTS.endswith("model_final.pth")
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in LEAVES if "quick_schedules" in p or "demo" in p], ids=os.path.basename
+)
+def test_cpu_configs_build(path):
+    cfg = tiny_cfg(path, ["MODEL.DISALIGN.REWEIGHT", "False"])  # no dataset needed to build
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000

@@ -1,0 +1,156 @@
+"""Class frequencies and re-weighting weights from configs, and each bad input's error."""
+
+import json
+import os
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.lvis_v1_category_image_count import LVIS_CATEGORY_IMAGE_COUNT
+from detectron2.modeling import build_model
+
+from disalign_core import grw_class_weights, write_class_frequencies
+from disalign_det import (
+    class_frequencies_from_config,
+    class_weights_from_config,
+    count_class_images,
+)
+
+from conftest import NUM_CLASSES, TRAIN, tiny_cfg
+
+
+def cfg_with(*opts):
+    return tiny_cfg(opts=["MODEL.DISALIGN.REWEIGHT", "True", *opts])
+
+
+def test_counted_and_metadata_agree_with_the_generator(synth_dataset):
+    cfg = cfg_with(
+        "DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES)
+    )
+    from_meta, names = class_frequencies_from_config(cfg)
+    counted = count_class_images(DatasetCatalog.get(TRAIN), NUM_CLASSES)
+    assert from_meta == counted == synth_dataset["train_image_counts"]
+    assert names == synth_dataset["class_names"]
+    # the counts span LVIS's rare, common and frequent groups
+    assert min(counted) <= 10 and any(10 < c <= 100 for c in counted) and max(counted) > 100
+
+
+def test_counting_route_lvis_v05(tmp_path, monkeypatch):
+    """LVIS v0.5's built-in metadata has no counts: they are counted from its json."""
+    json_file = MetadataCatalog.get("lvis_v0.5_train").json_file
+    assert not os.path.isabs(json_file), "DETECTRON2_DATASETS must be unset for this test"
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(os.path.dirname(json_file))
+    cats = [
+        {"id": i, "name": f"c{i}", "synonyms": [f"c{i}"], "frequency": "r"} for i in range(1, 1231)
+    ]
+    images, anns = [], []
+    for img_id, classes in enumerate([[1, 5], [5], [5, 1230, 1230]], 1):
+        images.append(
+            {
+                "id": img_id,
+                "width": 10,
+                "height": 10,
+                "coco_url": f"http://x/train2017/{img_id}.jpg",
+            }
+        )
+        for c in classes:
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": c,
+                    "bbox": [1, 1, 4, 4],
+                    "area": 16,
+                    "segmentation": [[1, 1, 5, 1, 5, 5]],
+                }
+            )
+    with open(json_file, "w") as f:
+        json.dump({"images": images, "annotations": anns, "categories": cats}, f)
+    cfg = cfg_with(
+        "DATASETS.TRAIN",
+        "('lvis_v0.5_train',)",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "1230",
+        "MODEL.DISALIGN.ZERO_COUNT",
+        "warn",
+    )
+    counts, names = class_frequencies_from_config(cfg)
+    assert len(counts) == 1230 and counts[0] == 1 and counts[4] == 3 and counts[1229] == 1
+    assert sum(counts) == 5 and names == MetadataCatalog.get("lvis_v0.5_train").thing_classes
+
+
+def test_lvis_v1_metadata_route():
+    cfg = cfg_with("DATASETS.TRAIN", "('lvis_v1_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "1203")
+    counts, _ = class_frequencies_from_config(cfg)  # no json needed: v1 metadata has counts
+    expected = [c["image_count"] for c in sorted(LVIS_CATEGORY_IMAGE_COUNT, key=lambda c: c["id"])]
+    assert counts == expected
+    weights = class_weights_from_config(cfg)
+    assert torch.allclose(weights, grw_class_weights(expected, 0.8))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".txt"])
+def test_frequency_file_wins(tmp_path, synth_dataset, suffix):
+    path = str(tmp_path / f"freq{suffix}")
+    write_class_frequencies(path, [float(c + 1) for c in range(NUM_CLASSES)])
+    cfg = cfg_with(
+        "DATASETS.TRAIN",
+        f"('{TRAIN}',)",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        str(NUM_CLASSES),
+        "MODEL.DISALIGN.FREQUENCY_FILE",
+        path,
+        "MODEL.DISALIGN.RHO",
+        "1.0",
+    )
+    w = class_weights_from_config(cfg)
+    expected = 1.0 / torch.arange(1, NUM_CLASSES + 1).double()
+    assert torch.allclose(w.double(), expected / expected.sum() * NUM_CLASSES, atol=1e-6)
+
+
+def test_model_gets_the_weights(synth_dataset):
+    cfg = cfg_with(
+        "DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES)
+    )
+    model = build_model(cfg)
+    expected = grw_class_weights(synth_dataset["train_image_counts"], 0.8)
+    assert torch.equal(model.roi_heads.box_predictor.class_weights, expected)
+    # not persistent: weights come from the data, checkpoints stay loadable either way
+    assert not any("class_weights" in k for k in model.state_dict())
+
+
+def test_wrong_class_count_in_frequencies(tmp_path, synth_dataset):
+    cfg = cfg_with("DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", "36")
+    with pytest.raises(ValueError, match="have 12 entries, but MODEL.ROI_HEADS.NUM_CLASSES is 36"):
+        class_frequencies_from_config(cfg)
+    path = str(tmp_path / "f.txt")
+    write_class_frequencies(path, [3.0, 4.0])
+    cfg = cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", "36")
+    with pytest.raises(ValueError, match="FREQUENCY_FILE.*have 2 entries, but .*NUM_CLASSES is 36"):
+        build_model(cfg)
+
+
+def test_missing_frequency_data(tmp_path):
+    with pytest.raises(ValueError, match="DATASETS.TRAIN is empty and .*FREQUENCY_FILE is not set"):
+        class_frequencies_from_config(cfg_with("DATASETS.TRAIN", "()"))
+    with pytest.raises(ValueError, match=r"\['no_such_dataset'\] are not registered"):
+        class_frequencies_from_config(cfg_with("DATASETS.TRAIN", "('no_such_dataset',)"))
+    with pytest.raises(FileNotFoundError, match="class frequency file not found"):
+        class_frequencies_from_config(
+            cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", str(tmp_path / "nope.txt"))
+        )
+
+
+def test_zero_count_class_and_negative_rho(tmp_path):
+    path = str(tmp_path / "f.txt")
+    counts = [5.0] * NUM_CLASSES
+    counts[3] = 0.0
+    write_class_frequencies(path, counts, [f"class{i}" for i in range(NUM_CLASSES)])
+    base = ("MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES))
+    with pytest.raises(ValueError, match="no training examples .*class3"):
+        class_weights_from_config(cfg_with(*base))  # default ZERO_COUNT: "error"
+    with pytest.warns(UserWarning, match="class3"):
+        w = class_weights_from_config(cfg_with(*base, "MODEL.DISALIGN.ZERO_COUNT", "warn"))
+    assert torch.isfinite(w).all()
+    with pytest.raises(ValueError, match="rho must be >= 0"):
+        class_weights_from_config(cfg_with(*base, "MODEL.DISALIGN.RHO", "-0.5"))
