@@ -1,0 +1,32 @@
+"""DisAlign for MMSegmentation 1.x.
+
+Load it from a config with
+``custom_imports = dict(imports=['disalign_seg'], allow_failed_imports=False)``.
+Importing registers, in mmseg's registries:
+- MODELS: ``DisAlignHead`` (calibrates any decode head), ``DisAlignEncoderDecoder`` (the
+  calibration stage's segmentor, everything else frozen), ``GRWCrossEntropyLoss``;
+- METRICS: ``LongTailIoUMetric`` (mIoU/mAcc overall and for head, body and tail classes);
+and lets mmengine checkpoints load under torch >= 2.6 (``checkpoint_compat``).
+"""
+
+from .checkpoint_compat import allow_mmengine_checkpoints
+
+# Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
+allow_mmengine_checkpoints()
+
+# Importing the modules registers their components.
+from .disalign_encoder_decoder import DisAlignEncoderDecoder  # noqa: E402
+from .disalign_head import DisAlignHead, calibrated_head_class  # noqa: E402
+from .frequencies import load_class_frequencies  # noqa: E402
+from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
+from .long_tail_metric import LongTailIoUMetric  # noqa: E402
+
+__all__ = [
+    "DisAlignEncoderDecoder",
+    "DisAlignHead",
+    "GRWCrossEntropyLoss",
+    "LongTailIoUMetric",
+    "calibrated_head_class",
+    "load_class_frequencies",
+    "allow_mmengine_checkpoints",
+]

@@ -1,0 +1,76 @@
+"""Class pixel frequencies for the GRW loss and the long-tail metric.
+
+Accepted sources:
+- ADE20K's ``objectInfo150.txt``: tab-separated with the header ``Idx Ratio Train Val Name``;
+  the pixel share of each class is the ``Ratio`` column (``Train``/``Val`` count images);
+- the project's frequency files (core ``read_class_frequencies``): a JSON list, a JSON object
+  ``{"counts": [...], "names": [...]}`` as written by ``tools/compute_pixel_frequencies.py``,
+  or text lines ``count`` / ``name count``;
+- a list of numbers given directly in the config.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+from disalign_core import read_class_frequencies
+
+__all__ = ["ADE20K_OBJECT_INFO_HEADER", "load_class_frequencies"]
+
+ADE20K_OBJECT_INFO_HEADER = ("idx", "ratio", "train", "val", "name")
+
+FrequencySource = Union[str, Sequence[float]]
+
+
+def _read_object_info(path: str, lines: List[str]) -> Tuple[List[float], List[str]]:
+    counts, names = [], []
+    for lineno, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != 5:
+            raise ValueError(
+                f"{path}:{lineno}: expected 5 tab-separated fields (Idx Ratio Train Val Name), "
+                f"got {line.strip()!r}"
+            )
+        try:
+            counts.append(float(fields[1]))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: Ratio {fields[1]!r} is not a number") from None
+        names.append(fields[4].strip())
+    if not counts:
+        raise ValueError(f"{path}: no classes below the header")
+    return counts, names
+
+
+def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Optional[List[str]]]:
+    """Per-class pixel frequencies (any positive scale) and class names when known.
+
+    Args:
+        source (str | sequence of float): a file path (formats above) or the numbers themselves.
+
+    Returns:
+        (counts, names): (K,) frequencies, and (K,) names or None.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file cannot be parsed (naming the line) or the source is empty.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"class frequency file not found: {path!r} (compute it with "
+                "tools/compute_pixel_frequencies.py, or give ADE20K's objectInfo150.txt)"
+            )
+        with open(path) as f:
+            lines = f.readlines()
+        first = next((ln for ln in lines if ln.strip()), "")
+        if tuple(f.strip().lower() for f in first.split("\t")) == ADE20K_OBJECT_INFO_HEADER:
+            return _read_object_info(path, lines[lines.index(first) :])
+        return read_class_frequencies(path)
+    counts = [float(c) for c in source]
+    if not counts:
+        raise ValueError("class frequencies are empty")
+    return counts, None

@@ -1,0 +1,86 @@
+"""mIoU and mAcc overall and per long-tail group (head / body / tail) for MMSegmentation.
+
+Shapes: K classes.
+
+The groups come from the training pixel share of each class (ADE20K in the paper: head above
+1% of all labelled pixels, body 0.1%-1%, tail below 0.1%; core ``groups_by_share``). The
+overall aAcc, mIoU and mAcc are IoUMetric's own numbers; a group's mIoU (mAcc) is the mean,
+ignoring NaN as IoUMetric does, of the per-class IoU (Acc) of its classes, in percent rounded
+to two decimals like IoUMetric's.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmseg.evaluation.metrics import IoUMetric
+from mmseg.registry import METRICS
+
+from disalign_core import ADE20K_SHARE_THRESHOLDS, group_indices, groups_by_share
+
+from .frequencies import FrequencySource, load_class_frequencies
+
+__all__ = ["LongTailIoUMetric"]
+
+
+@METRICS.register_module()
+class LongTailIoUMetric(IoUMetric):
+    """IoUMetric plus ``{group}_mIoU`` and ``{group}_mAcc`` per long-tail group.
+
+    Args:
+        class_frequencies (str | sequence of float): per-class training pixel frequencies
+            (same sources as ``GRWCrossEntropyLoss``); their number must be the dataset's.
+        thresholds (sequence of float): share thresholds, decreasing; default ADE20K's
+            (0.01, 0.001).
+        group_names (sequence of str): one more name than thresholds, most frequent first.
+        **kwargs: IoUMetric's arguments (``ignore_index``, ``iou_metrics`` must include
+            'mIoU', ...).
+    """
+
+    def __init__(
+        self,
+        class_frequencies: FrequencySource,
+        thresholds: Sequence[float] = ADE20K_SHARE_THRESHOLDS[0],
+        group_names: Sequence[str] = ADE20K_SHARE_THRESHOLDS[1],
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if "mIoU" not in self.metrics:
+            raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
+        counts, _ = load_class_frequencies(class_frequencies)
+        self.class_frequencies = counts
+        self.group_names = list(group_names)
+        self.class_groups: List[str] = groups_by_share(counts, thresholds, group_names)
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """IoUMetric's metrics plus the group means.
+
+        Args:
+            results (list): per image ``(area_intersect, area_union, area_pred, area_label)``,
+                each (K,), from ``IoUMetric.process``.
+        """
+        metrics = super().compute_metrics(results)
+        if self.format_only:
+            return metrics
+        num_classes = len(self.dataset_meta["classes"])
+        if num_classes != len(self.class_groups):
+            raise ValueError(
+                f"LongTailIoUMetric has frequencies for {len(self.class_groups)} classes but the "
+                f"dataset has {num_classes}: the frequency file does not match the dataset"
+            )
+        intersect, union, pred, label = (sum(areas) for areas in zip(*results))
+        per_class = self.total_area_to_metrics(
+            intersect, union, pred, label, ["mIoU"], self.nan_to_num, self.beta
+        )
+        for group, idx in group_indices(self.class_groups, self.group_names).items():
+            for key in ("IoU", "Acc"):
+                metrics[f"{group}_m{key}"] = _group_mean(per_class[key], idx)
+        return metrics
+
+
+def _group_mean(values: np.ndarray, idx: List[int]) -> Optional[float]:
+    """Mean of ``values[idx]`` in percent, NaN ignored; NaN when the group is empty."""
+    if not idx or np.all(np.isnan(values[idx])):
+        return float("nan")
+    return float(np.round(np.nanmean(values[idx]) * 100, 2))

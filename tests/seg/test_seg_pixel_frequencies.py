@@ -1,0 +1,66 @@
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from disalign_core import groups_by_share
+from disalign_seg import load_class_frequencies
+from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
+
+from conftest import REPO, run_tool
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from compute_pixel_frequencies import count_pixels  # noqa: E402
+
+
+def _write(folder, maps):
+    os.makedirs(folder, exist_ok=True)
+    for i, m in enumerate(maps):
+        Image.fromarray(np.asarray(m, np.uint8)).save(os.path.join(folder, f"{i}.png"))
+
+
+def test_counts_with_reduce_zero_label_and_ignore(tmp_path):
+    # ADE20K convention: 0 unlabelled, class c stored as c + 1; 255 also ignored.
+    _write(tmp_path / "ann", [[[0, 1, 1], [2, 255, 3]], [[3, 3, 3], [0, 0, 1]]])
+    counts = count_pixels(str(tmp_path / "ann"), 3, reduce_zero_label=True, progress=False)
+    assert counts.tolist() == [3, 1, 4]
+    plain = count_pixels(str(tmp_path / "ann"), 4, progress=False)
+    assert plain.tolist() == [3, 3, 1, 4]
+
+
+def test_bad_labels_and_folders_are_clear_errors(tmp_path):
+    _write(tmp_path / "ann", [[[1, 7]]])
+    with pytest.raises(ValueError, match=r"0.png: label 6 outside \[0, 3\)"):
+        count_pixels(str(tmp_path / "ann"), 3, reduce_zero_label=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        count_pixels(str(tmp_path / "nowhere"), 3)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no '\\*.png' label maps"):
+        count_pixels(str(tmp_path / "empty"), 3)
+
+
+def test_cli_on_synthetic_data_spans_head_body_tail(tmp_path):
+    spec = SyntheticLongTailSpec()  # exactly the demo's data (seed 0)
+    meta = generate_dataset(str(tmp_path), spec, seed=0)
+    out = tmp_path / "freq.json"
+    cfg = os.path.join(REPO, "configs/mmseg/tiny/fcn_r18-tiny-d4_1xb8-600_synthetic-64x64.py")
+    log = run_tool(
+        [
+            "tools/compute_pixel_frequencies.py",
+            str(tmp_path / "annotations" / "training"),
+            "--config",
+            cfg,
+            "--out",
+            str(out),
+        ],
+        env=dict(DISALIGN_SEG_DATA=str(tmp_path)),
+    )
+    assert "counting class pixels" in log  # tqdm's progress bar
+    data = json.loads(out.read_text())
+    assert data["names"] == meta["classes"]
+    counts, names = load_class_frequencies(str(out))
+    groups = groups_by_share(counts)
+    assert groups == ["head"] * 4 + ["body"] * 4 + ["tail"] * 6, list(zip(names, counts))
