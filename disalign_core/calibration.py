@@ -66,6 +66,11 @@ class DisAlignCalibration(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(num_classes)) if use_magnitude else None
         self.beta = nn.Parameter(torch.zeros(num_classes)) if use_margin else None
 
+        if not (use_magnitude or use_margin):
+            # Nothing to blend: no confidence parameters, which would otherwise get no
+            # gradient (DistributedDataParallel reports such parameters as unused).
+            confidence = "none"
+            self.confidence_mode = confidence
         if confidence == "input":
             # v and b of sigma(x) = sigmoid(v . x + b); a 1x1 conv on dense maps.
             self.confidence_weight = nn.Parameter(torch.empty(in_channels).normal_(std=0.01))

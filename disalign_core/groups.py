@@ -7,7 +7,7 @@ Two ways to group K classes:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .reweighting import Counts, check_class_counts
 
@@ -56,10 +56,17 @@ def groups_by_share(
     counts: Counts,
     thresholds: Sequence[float] = ADE20K_SHARE_THRESHOLDS[0],
     names: Sequence[str] = ADE20K_SHARE_THRESHOLDS[1],
+    *,
+    total: Optional[float] = None,
 ) -> List[str]:
     """Group of each class by its share of the total count: group 0 holds shares above
     ``thresholds[0]``, group i shares in (thresholds[i], thresholds[i-1]], the last group
     the rest.
+
+    Args:
+        total (float): what the shares are of; default the sum of ``counts``. ADE20K's
+            ``objectInfo150.txt`` ratios are already shares of all pixels (unlabelled ones
+            included, they sum to 0.93), so they are grouped with ``total=1``.
 
     Returns:
         list[str]: (K,) group name per class.
@@ -70,9 +77,10 @@ def groups_by_share(
             f"got {thresholds} and {names}"
         )
     t = check_class_counts(counts)
-    if t.sum() <= 0:
-        raise ValueError("class counts sum to 0: cannot compute shares")
-    shares = (t / t.sum()).tolist()
+    total = float(t.sum()) if total is None else float(total)
+    if not total > 0:
+        raise ValueError(f"the total to compute shares of must be > 0, got {total}")
+    shares = (t / total).tolist()
     out = []
     for s in shares:
         i = 0

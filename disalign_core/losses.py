@@ -50,11 +50,18 @@ def grw_cross_entropy(
         raise ValueError(
             f"logits must have shape (N, K+E={expected}, *), got {tuple(logits.shape)}"
         )
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     weight = full_class_weights(class_weights.to(logits), num_extra_classes)
-    if reduction == "mean":
-        valid = targets != ignore_index
-        if targets.numel() == 0 or not bool(valid.any()):
-            return logits.sum() * 0.0
-    return F.cross_entropy(
-        logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction
+    per_item = F.cross_entropy(
+        logits, targets, weight=weight, ignore_index=ignore_index, reduction="none"
     )
+    if reduction == "none":
+        return per_item
+    if reduction == "sum":
+        return per_item.sum()
+    # torch's weighted mean, sum(w_t * l) / sum(w_t) over counted labels, computed without a
+    # host sync (no data-dependent branch) and 0 instead of NaN when nothing is counted.
+    counted = targets != ignore_index
+    label_weight = weight[targets.clamp(0, expected - 1)] * counted
+    return per_item.sum() / label_weight.sum().clamp_min(torch.finfo(per_item.dtype).tiny)

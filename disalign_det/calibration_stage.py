@@ -63,7 +63,22 @@ class DisAlignCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         check_box_predictor_shapes(self.model, checkpoint["model"], "the checkpoint")
+        has_predictor = any("box_predictor." in k for k in checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
+        # A detector checkpoint (one with a box predictor; an ImageNet backbone has none) whose
+        # predictor parameters differ in name, e.g. a linear classifier loaded into a cosine
+        # model, would leave part of the classifier untrained: an error, not a warning.
+        mismatched = [
+            k
+            for k in incompatible.missing_keys + incompatible.unexpected_keys
+            if "box_predictor." in k and ".calibration." not in f".{k}"
+        ]
+        if has_predictor and mismatched:
+            raise ValueError(
+                f"the checkpoint's box predictor does not fit the model: {', '.join(mismatched)} "
+                "missing or unexpected. Is MODEL.DISALIGN.CLASSIFIER (linear/cosine) the one of "
+                "the stage-1 model?"
+            )
         fresh = [k for k in incompatible.missing_keys if ".calibration." in f".{k}"]
         if fresh:
             for k in fresh:

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from disalign_core import read_class_frequencies
 
-__all__ = ["ADE20K_OBJECT_INFO_HEADER", "load_class_frequencies"]
+__all__ = ["ADE20K_OBJECT_INFO_HEADER", "load_class_frequencies", "share_total"]
 
 ADE20K_OBJECT_INFO_HEADER = ("idx", "ratio", "train", "val", "name")
 
@@ -44,6 +44,23 @@ def _read_object_info(path: str, lines: List[str]) -> Tuple[List[float], List[st
     return counts, names
 
 
+def _is_object_info(source: FrequencySource) -> bool:
+    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
+        return False
+    with open(source) as f:
+        first = next((ln for ln in f if ln.strip()), "")
+    return tuple(x.strip().lower() for x in first.split("\t")) == ADE20K_OBJECT_INFO_HEADER
+
+
+def share_total(source: FrequencySource) -> Optional[float]:
+    """What the frequencies of ``source`` are shares of, for grouping by share.
+
+    ADE20K's ``objectInfo150.txt`` ratios are already shares of all pixels, unlabelled ones
+    included (they sum to about 0.93): 1.0. Other sources hold counts: None (their sum).
+    """
+    return 1.0 if _is_object_info(source) else None
+
+
 def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Optional[List[str]]]:
     """Per-class pixel frequencies (any positive scale) and class names when known.
 
@@ -64,10 +81,10 @@ def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Option
                 f"class frequency file not found: {path!r} (compute it with "
                 "tools/compute_pixel_frequencies.py, or give ADE20K's objectInfo150.txt)"
             )
-        with open(path) as f:
-            lines = f.readlines()
-        first = next((ln for ln in lines if ln.strip()), "")
-        if tuple(f.strip().lower() for f in first.split("\t")) == ADE20K_OBJECT_INFO_HEADER:
+        if _is_object_info(path):
+            with open(path) as f:
+                lines = f.readlines()
+            first = next(ln for ln in lines if ln.strip())
             return _read_object_info(path, lines[lines.index(first) :])
         return read_class_frequencies(path)
     counts = [float(c) for c in source]

@@ -3,7 +3,8 @@
 Shapes: K classes.
 
 The groups come from the training pixel share of each class (ADE20K in the paper: head above
-1% of all labelled pixels, body 0.1%-1%, tail below 0.1%; core ``groups_by_share``). The
+1% of all pixels, body 0.1%-1%, tail below 0.1%; core ``groups_by_share``; with ADE20K's
+``objectInfo150.txt`` this gives the supplement's Table 7 split, 20 / 55 / 75 classes). The
 overall aAcc, mIoU and mAcc are IoUMetric's own numbers; a group's mIoU (mAcc) is the mean,
 ignoring NaN as IoUMetric does, of the per-class IoU (Acc) of its classes, in percent rounded
 to two decimals like IoUMetric's.
@@ -11,7 +12,7 @@ to two decimals like IoUMetric's.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 from mmseg.evaluation.metrics import IoUMetric
@@ -19,7 +20,7 @@ from mmseg.registry import METRICS
 
 from disalign_core import ADE20K_SHARE_THRESHOLDS, group_indices, groups_by_share
 
-from .frequencies import FrequencySource, load_class_frequencies
+from .frequencies import FrequencySource, load_class_frequencies, share_total
 
 __all__ = ["LongTailIoUMetric"]
 
@@ -49,9 +50,22 @@ class LongTailIoUMetric(IoUMetric):
         if "mIoU" not in self.metrics:
             raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
         counts, _ = load_class_frequencies(class_frequencies)
-        self.class_frequencies = counts
         self.group_names = list(group_names)
-        self.class_groups: List[str] = groups_by_share(counts, thresholds, group_names)
+        self.class_groups: List[str] = groups_by_share(
+            counts, thresholds, group_names, total=share_total(class_frequencies)
+        )
+
+    @IoUMetric.dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict) -> None:
+        # The runner sets this when it builds the evaluator: fail then, not at the first
+        # validation thousands of iterations later.
+        classes = (dataset_meta or {}).get("classes")
+        if classes is not None and len(classes) != len(self.class_groups):
+            raise ValueError(
+                f"LongTailIoUMetric has frequencies for {len(self.class_groups)} classes but the "
+                f"dataset has {len(classes)}: the frequency file does not match the dataset"
+            )
+        self._dataset_meta = dataset_meta
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """IoUMetric's metrics plus the group means.
@@ -79,7 +93,7 @@ class LongTailIoUMetric(IoUMetric):
         return metrics
 
 
-def _group_mean(values: np.ndarray, idx: List[int]) -> Optional[float]:
+def _group_mean(values: np.ndarray, idx: List[int]) -> float:
     """Mean of ``values[idx]`` in percent, NaN ignored; NaN when the group is empty."""
     if not idx or np.all(np.isnan(values[idx])):
         return float("nan")

@@ -30,4 +30,6 @@ train_cfg = dict(max_iters=8000, val_interval=8000)
 default_hooks = dict(checkpoint=dict(interval=2000))
 
 # The stage-1 checkpoint (train the stage-1 config first, or pass --cfg-options load_from=...).
+# To resume an interrupted stage 2 give --resume --cfg-options load_from=None: with load_from
+# set, mmengine resumes from it (the stage-1 checkpoint) instead of this run's last one.
 load_from = 'work_dirs/fcn_r50-d8_4xb4-160k_ade20k-512x512/iter_160000.pth'

@@ -122,6 +122,10 @@ def setup(args):
     add_disalign_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.eval_only:
+        # The GRW class weights only enter the loss; without this, evaluating a stage-2
+        # model would need (and count) the training annotations.
+        cfg.MODEL.DISALIGN.REWEIGHT = False
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

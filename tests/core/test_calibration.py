@@ -64,6 +64,8 @@ def test_ablation_switches_remove_parameters():
     assert torch.allclose(cal(z), z + 2.0)
     off = DisAlignCalibration(4, 3, use_magnitude=False, use_margin=False)
     assert torch.equal(off(z, torch.randn(2, 3)), z)
+    # nothing to blend: no confidence parameters that would never get a gradient (DDP)
+    assert list(off.parameters()) == []
 
 
 def test_gradients_reach_calibration_only_through_logits():

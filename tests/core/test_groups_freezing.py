@@ -31,6 +31,9 @@ def test_share_groups_ade20k_thresholds():
     assert g[:2] == ["head", "head"]
     assert g[2] == "body"
     assert g[4] == "tail"
+    # shares of a given total (ADE20K's ratios are shares of all pixels, unlabelled included)
+    assert groups_by_share([0.0098, 0.0011, 0.001], total=1.0) == ["body", "body", "tail"]
+    assert groups_by_share([0.0098, 0.0011, 0.001])[0] == "head"  # 0.0098 / 0.0119 > 1%
     idx = group_indices(g, ["head", "body", "tail"])
     assert idx["head"] == [0, 1] and idx["tail"] == [4]
 

@@ -89,3 +89,12 @@ def test_grw_cross_entropy_empty_is_zero_with_gradient():
 def test_grw_cross_entropy_wrong_class_count():
     with pytest.raises(ValueError, match="K\\+E=4"):
         grw_cross_entropy(torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.ones(3), num_extra_classes=1)
+
+
+def test_grw_cross_entropy_all_ignored_is_zero_with_gradient():
+    logits = torch.randn(2, 3, 2, 2, requires_grad=True)
+    targets = torch.full((2, 2, 2), 255)
+    loss = grw_cross_entropy(logits, targets, torch.ones(3), ignore_index=255)
+    assert loss.item() == 0.0 and torch.isfinite(loss)
+    loss.backward()
+    assert logits.grad is not None and torch.equal(logits.grad, torch.zeros_like(logits))

@@ -149,6 +149,8 @@ def test_inference_and_predict_probs_are_calibrated():
     probs = p.predict_probs(preds, props)[0]
     assert torch.allclose(probs, F.softmax(preds[0], dim=-1))
     assert torch.allclose(probs.sum(1), torch.ones(6))
+    # ... and differ from the uncalibrated classifier's
+    assert not torch.allclose(probs, F.softmax(p.class_logits(x), dim=-1), atol=1e-3)
     instances, kept = p.inference(preds, props)
     assert len(instances) == 1 and len(instances[0]) > 0
     # every kept score is the calibrated probability of its box and class

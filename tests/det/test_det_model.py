@@ -166,3 +166,19 @@ def test_checkpoint_with_other_class_count_is_an_error(tmp_path):
         ValueError, match=r"cls_score.weight has shape \(7, 128\) in the checkpoint but \(9, 128\)"
     ):
         DisAlignCheckpointer(stage2).load(str(tmp_path / "stage1.pth"))
+
+
+def test_checkpoint_of_other_classifier_type_is_an_error(tmp_path):
+    stage1 = build_model(cfg_for("mask", classifier="linear"))
+    DetectionCheckpointer(stage1, str(tmp_path)).save("stage1")
+    stage2 = build_model(cfg_for("mask", stage2=True, classifier="cosine"))
+    with pytest.raises(ValueError, match=r"box predictor does not fit.*cls_scale.*CLASSIFIER"):
+        DisAlignCheckpointer(stage2).load(str(tmp_path / "stage1.pth"))
+
+
+def test_backbone_only_checkpoint_still_loads(tmp_path):
+    """An ImageNet-style checkpoint without a box predictor is not a mismatch."""
+    stage1 = build_model(cfg_for("mask"))
+    backbone_only = {k: v for k, v in stage1.state_dict().items() if k.startswith("backbone.")}
+    torch.save({"model": backbone_only}, str(tmp_path / "backbone.pth"))
+    DisAlignCheckpointer(build_model(cfg_for("mask"))).load(str(tmp_path / "backbone.pth"))

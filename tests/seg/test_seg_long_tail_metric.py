@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -78,7 +79,48 @@ def test_custom_thresholds_and_absent_classes():
         "few_mIoU",
         "few_mAcc",
     }
-    assert not math.isnan(lt["few_mIoU"])
+    # by hand: "few" (share <= 0.2) is classes 2-5; class 5 is absent (NaN IoU) and skipped
+    iou = _per_class_iou(samples)
+    assert math.isnan(iou[5])
+    assert lt["few_mIoU"] == round(float(np.mean(iou[[2, 3, 4]])) * 100, 2)
+    assert lt["many_mIoU"] == round(float(np.mean(iou[[0, 1]])) * 100, 2)
+
+
+def _per_class_iou(samples):
+    inter, union = np.zeros(K), np.zeros(K)
+    for s in samples:
+        gt, pred = s["gt_sem_seg"]["data"].numpy(), s["pred_sem_seg"]["data"].numpy()
+        keep = gt != 255
+        for c in range(K):
+            g, p = (gt == c) & keep, (pred == c) & keep
+            inter[c] += (g & p).sum()
+            union[c] += (g | p).sum()
+    with np.errstate(invalid="ignore"):
+        return inter / union
+
+
+def test_ade20k_object_info_gives_the_supplement_table7_groups(tmp_path):
+    """objectInfo150.txt ratios are shares of all pixels: the paper's 20 / 55 / 75 split."""
+    rows = [
+        line.rstrip("\n").split("\t")
+        for line in open(os.path.join(os.path.dirname(__file__), "data", "ade20k_supplement_table7.tsv"))
+        if not line.startswith("#")
+    ]
+    assert len(rows) == 150
+    info = tmp_path / "objectInfo150.txt"
+    info.write_text(
+        "Idx\tRatio\tTrain\tVal\tName\n"
+        + "".join(f"{i + 1}\t{ratio}\t100\t10\t{name}\n" for i, (name, ratio, _) in enumerate(rows))
+    )
+    metric = METRICS.build(dict(type="LongTailIoUMetric", class_frequencies=str(info)))
+    assert metric.class_groups == [group.lower() for _, _, group in rows]
+    assert [metric.class_groups.count(g) for g in ("head", "body", "tail")] == [20, 55, 75]
+
+
+def test_wrong_class_count_fails_when_the_runner_sets_dataset_meta():
+    metric = METRICS.build(dict(type="LongTailIoUMetric", class_frequencies=COUNTS))
+    with pytest.raises(ValueError, match="frequencies for 6 classes but the dataset has 150"):
+        metric.dataset_meta = dict(classes=[f"c{i}" for i in range(150)])
 
 
 def test_class_count_mismatch_is_an_error():

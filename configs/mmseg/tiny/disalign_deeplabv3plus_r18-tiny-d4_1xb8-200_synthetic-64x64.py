@@ -27,4 +27,6 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
+# To resume an interrupted stage 2 give --resume --cfg-options load_from=None: with load_from
+# set, mmengine resumes from it (the stage-1 checkpoint) instead of this run's last one.
 load_from = 'work_dirs/deeplabv3plus_r18-tiny-d4_1xb8-600_synthetic-64x64/iter_600.pth'
