@@ -130,6 +130,15 @@ def class_frequencies_from_config(cfg) -> Tuple[List[float], Optional[List[str]]
             f"class frequencies from {source} have {len(counts)} entries, but "
             f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
         )
+    if path and names is not None and cfg.DATASETS.TRAIN:
+        # A file whose classes are in another order would silently weight the wrong classes.
+        classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes")
+        if classes is not None and list(classes) != list(names):
+            i = next(i for i, (a, b) in enumerate(zip(names, classes)) if a != b)
+            raise ValueError(
+                f"{source} names class {i} {names[i]!r}, but {cfg.DATASETS.TRAIN[0]} calls it "
+                f"{classes[i]!r}: the file's classes must be the dataset's, in the same order"
+            )
     if comm.get_world_size() > 1:
         # Rank 0's frequencies everywhere.
         counts, names = comm.all_gather((counts, names))[0]

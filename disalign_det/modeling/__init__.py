@@ -1,8 +1,6 @@
-"""DisAlign modeling components, registered in detectron2's registries at import time."""
+"""DisAlign modeling components. Importing these modules registers the ROI heads and the tiny
+backbones in detectron2's registries."""
 
-from . import backbone as _  # noqa: F401  registration only
-from . import cascade_roi_heads as _  # noqa: F401,F811  registration only
-from . import roi_heads as _  # noqa: F401,F811  registration only
 from .backbone import TinyConvNet
 from .box_predictor import DisAlignFastRCNNOutputLayers
 from .cascade_roi_heads import DisAlignCascadeROIHeads

@@ -17,6 +17,7 @@ class DisAlignCascadeROIHeads(SkipFrozenHeadLossesMixin, CascadeROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
+        # The parent built stock predictors; only their per-stage box2box_transform is kept.
         heads, stock = ret["box_heads"], ret["box_predictors"]
         # from_config once: it may read the class frequencies of the training data.
         args = DisAlignFastRCNNOutputLayers.from_config(cfg, heads[0].output_shape)

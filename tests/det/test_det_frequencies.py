@@ -108,6 +108,18 @@ def test_frequency_file_wins(tmp_path, synth_dataset, suffix):
     assert torch.allclose(w.double(), expected / expected.sum() * NUM_CLASSES, atol=1e-6)
 
 
+def test_frequency_file_with_classes_in_another_order(tmp_path, synth_dataset):
+    names = list(synth_dataset["class_names"])
+    path = str(tmp_path / "freq.json")
+    write_class_frequencies(path, [1.0] * NUM_CLASSES, names)
+    opts = ("DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES))
+    assert class_frequencies_from_config(cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_FILE", path))[1] == names
+    names[0], names[1] = names[1], names[0]
+    write_class_frequencies(path, [1.0] * NUM_CLASSES, names)
+    with pytest.raises(ValueError, match=f"names class 0 '{names[0]}', but {TRAIN} calls it '{names[1]}'"):
+        class_frequencies_from_config(cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_FILE", path))
+
+
 def test_model_gets_the_weights(synth_dataset):
     cfg = cfg_with(
         "DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES)
@@ -146,7 +158,10 @@ def test_zero_count_class_and_negative_rho(tmp_path):
     counts = [5.0] * NUM_CLASSES
     counts[3] = 0.0
     write_class_frequencies(path, counts, [f"class{i}" for i in range(NUM_CLASSES)])
-    base = ("MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES))
+    base = (
+        "MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES),
+        "DATASETS.TRAIN", "()",  # the file's own class names, no dataset to compare them with
+    )  # fmt: skip
     with pytest.raises(ValueError, match="no training examples .*class3"):
         class_weights_from_config(cfg_with(*base))  # default ZERO_COUNT: "error"
     with pytest.warns(UserWarning, match="class3"):
@@ -154,3 +169,16 @@ def test_zero_count_class_and_negative_rho(tmp_path):
     assert torch.isfinite(w).all()
     with pytest.raises(ValueError, match="rho must be >= 0"):
         class_weights_from_config(cfg_with(*base, "MODEL.DISALIGN.RHO", "-0.5"))
+
+
+def test_every_rank_uses_rank0_frequencies(tmp_path, monkeypatch):
+    """With several processes the counts of rank 0 win, whatever this rank read."""
+    from disalign_det import class_frequencies as cf
+
+    path = str(tmp_path / "mine.txt")
+    write_class_frequencies(path, [5.0, 6.0])
+    rank0 = ([1.0, 2.0], None)
+    monkeypatch.setattr(cf.comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(cf.comm, "all_gather", lambda mine: [rank0, mine])
+    cfg = cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", "2")
+    assert class_frequencies_from_config(cfg) == ([1.0, 2.0], None)
