@@ -16,6 +16,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
@@ -90,7 +91,12 @@ def classes_from_config(config: str) -> Tuple[List[str], Optional[bool]]:
     classes = (ds.get("metainfo") or {}).get("classes")
     if classes is None:
         classes = DATASETS.get(ds.type).METAINFO["classes"]
-    return list(classes), ds.get("reduce_zero_label")
+    reduce = ds.get("reduce_zero_label")
+    if reduce is None:
+        # e.g. mmseg's ADE20K config leaves it to ADE20KDataset, whose default is True.
+        default = inspect.signature(DATASETS.get(ds.type)).parameters.get("reduce_zero_label")
+        reduce = default.default if default is not None else None
+    return list(classes), reduce
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

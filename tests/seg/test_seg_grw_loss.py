@@ -126,3 +126,9 @@ def _named(tmp_path, counts):
     path = tmp_path / "named.txt"
     path.write_text("".join(f"c{i}\t{c}\n" for i, c in enumerate(counts)))
     return path
+
+
+def test_default_rho_is_the_papers_0_3_by_hand():
+    loss = MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=[3.0, 1.0]))
+    a, b = (1 / 0.75) ** 0.3, (1 / 0.25) ** 0.3  # (1 / r_c)^rho with r = (0.75, 0.25)
+    assert torch.allclose(loss.class_weight, torch.tensor([2 * a / (a + b), 2 * b / (a + b)]))

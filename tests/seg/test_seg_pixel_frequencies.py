@@ -13,7 +13,7 @@ from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
 from conftest import REPO, run_tool
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
-from compute_pixel_frequencies import count_pixels  # noqa: E402
+from compute_pixel_frequencies import classes_from_config, count_pixels  # noqa: E402
 
 
 def _write(folder, maps):
@@ -64,3 +64,11 @@ def test_cli_on_synthetic_data_spans_head_body_tail(tmp_path):
     counts, names = load_class_frequencies(str(out))
     groups = groups_by_share(counts)
     assert groups == ["head"] * 4 + ["body"] * 4 + ["tail"] * 6, list(zip(names, counts))
+
+
+def test_ade20k_config_gives_150_classes_and_its_datasets_reduce_zero_label():
+    """mmseg's ADE20K config leaves reduce_zero_label to ADE20KDataset's default (True)."""
+    names, reduce = classes_from_config(
+        os.path.join(REPO, "configs", "mmseg", "fcn_r50-d8_4xb4-160k_ade20k-512x512.py")
+    )
+    assert len(names) == 150 and names[0] == "wall" and reduce is True
