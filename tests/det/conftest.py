@@ -1,30 +1,12 @@
-"""Shared fixtures of the detectron2 plugin's tests: tiny configs and a small generated
-long-tailed LVIS-format dataset, registered once per session."""
-
-import os
+"""Shared fixtures of the detectron2 plugin's tests: a small generated long-tailed
+LVIS-format dataset, registered once per session; seed and threads."""
 
 import pytest
 import torch
-from detectron2.config import get_cfg
+from det_testing import NUM_CLASSES, TRAIN, VAL
 
-from disalign_det import add_disalign_config, register_disalign_instances
+from disalign_det import register_disalign_instances
 from disalign_det.synthetic import generate_lvis_synthetic
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = os.path.join(REPO, "configs", "detectron2")
-TINY = os.path.join(CONFIGS, "quick_schedules", "Base-DisAlign-Tiny-CPU.yaml")
-
-# The session's generated dataset: 12 classes (3 frequent, 4 common, 5 rare).
-TRAIN, VAL, NUM_CLASSES = "det_test_synth_train", "det_test_synth_val", 12
-
-
-def tiny_cfg(config_file: str = TINY, opts=()):
-    """A detectron2 config with the DisAlign keys, merged from a shipped YAML."""
-    cfg = get_cfg()
-    add_disalign_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import os
 import pytest
 from detectron2.modeling import build_model
 
-from conftest import CONFIGS, tiny_cfg
+from det_testing import CONFIGS, tiny_cfg
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 LEAVES = [p for p in ALL if not os.path.basename(p).startswith("Base-")]

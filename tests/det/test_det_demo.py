@@ -5,7 +5,7 @@ import json
 import math
 import os
 
-from conftest import REPO
+from det_testing import REPO
 
 DEMO = os.path.join(REPO, "tools", "demo", "det_demo.py")
 

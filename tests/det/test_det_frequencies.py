@@ -16,7 +16,7 @@ from disalign_det import (
     count_class_images,
 )
 
-from conftest import NUM_CLASSES, TRAIN, tiny_cfg
+from det_testing import NUM_CLASSES, TRAIN, tiny_cfg
 
 
 def cfg_with(*opts):

@@ -19,7 +19,7 @@ from disalign_det import (
     freeze_for_calibration,
 )
 
-from conftest import CONFIGS, tiny_cfg
+from det_testing import CONFIGS, tiny_cfg
 
 Q = os.path.join(CONFIGS, "quick_schedules")
 STAGE2 = ["MODEL.DISALIGN.CALIBRATION", "True", "MODEL.DISALIGN.FREEZE", "True"]

@@ -13,7 +13,7 @@ from detectron2.engine import HookBase
 
 from disalign_core import grw_class_weights
 
-from conftest import NUM_CLASSES, REPO, TRAIN, VAL
+from det_testing import NUM_CLASSES, REPO, TRAIN, VAL
 
 TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
 Q = os.path.join(REPO, "configs", "detectron2", "quick_schedules")
@@ -101,7 +101,7 @@ class _FirstIteration(HookBase):
     first = []
 
     def before_step(self):
-        if not _FirstIteration.first or _FirstIteration.first[-1] is None:
+        if not _FirstIteration.first:
             _FirstIteration.first.append(self.trainer.iter)
 
 

@@ -9,7 +9,7 @@ from mmseg.structures import SegDataSample
 
 from disalign_core import is_eval_locked
 
-from conftest import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
+from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 CALIBRATION = {"alpha", "beta", "confidence_weight", "confidence_bias"}
 
@@ -28,7 +28,7 @@ def _stage2_model(head_cfg=FCN_HEAD, aux_loss_weight=0.0):
         head_cfg,
         loss_decode=dict(type="GRWCrossEntropyLoss", class_frequencies=[60, 25, 10, 4, 1], rho=0.3),
     )
-    if head["type"] == "DisAlignHead" and head["head"] == "DepthwiseSeparableASPPHead":
+    if head["head"] == "DepthwiseSeparableASPPHead":
         head.update(in_index=3, c1_in_channels=8)
     return MODELS.build(
         tiny_segmentor_cfg(

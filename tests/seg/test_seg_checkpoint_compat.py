@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from conftest import REPO
+from seg_testing import REPO
 
 # Saves a checkpoint holding what mmengine's runner saves in "meta" (MessageHub state with
 # HistoryBuffers, numpy scalars and arrays), then loads it with torch.load's default

@@ -7,7 +7,7 @@ from mmseg.registry import MODELS
 
 from disalign_seg import DisAlignHead
 
-from conftest import REPO
+from seg_testing import REPO
 
 CONFIG_DIR = os.path.join(REPO, "configs", "mmseg")
 CONFIGS = sorted(

@@ -11,7 +11,7 @@ from mmengine.structures import PixelData
 from disalign_core import DisAlignCalibration
 from disalign_seg import DisAlignHead, calibrated_head_class
 
-from conftest import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
+from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 
 def _inputs(head_cfg):

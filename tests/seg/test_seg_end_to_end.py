@@ -9,7 +9,7 @@ import torch
 
 from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
 
-from conftest import MMSEG_TOOLS, REPO, run_tool
+from seg_testing import MMSEG_TOOLS, REPO, run_tool
 
 TINY = os.path.join(REPO, "configs", "mmseg", "tiny")
 STAGE1 = os.path.join(TINY, "fcn_r18-tiny-d4_1xb8-600_synthetic-64x64.py")

@@ -10,7 +10,7 @@ from disalign_core import groups_by_share
 from disalign_seg import load_class_frequencies
 from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
 
-from conftest import REPO, run_tool
+from seg_testing import REPO, run_tool
 
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from compute_pixel_frequencies import classes_from_config, count_pixels  # noqa: E402
