@@ -96,7 +96,9 @@ def grw_class_weights(
             stacklevel=2,
         )
         t = torch.where(zero, t[~zero].min(), t)
-    freq = t / t.sum()
-    inv = freq.pow(-float(rho))
-    weights = inv / inv.sum() * t.numel()
+    # In log space: (1/r_c)^rho / sum_k (1/r_k)^rho = softmax(-rho log r)_c. The direct
+    # formula overflows to inf/inf = NaN from about rho = 200 (float64); the softmax stays
+    # finite for every finite rho (the rarest classes share K, the others tend to 0).
+    log_inv_freq = -float(rho) * torch.log(t / t.sum())
+    weights = torch.softmax(log_inv_freq, dim=0) * t.numel()
     return weights.float()
