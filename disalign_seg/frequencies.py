@@ -16,7 +16,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from disalign_core import read_class_frequencies
 
-__all__ = ["ADE20K_OBJECT_INFO_HEADER", "load_class_frequencies", "share_total"]
+__all__ = [
+    "ADE20K_OBJECT_INFO_HEADER",
+    "check_class_names",
+    "describe_source",
+    "load_class_frequencies",
+    "share_total",
+]
 
 ADE20K_OBJECT_INFO_HEADER = ("idx", "ratio", "train", "val", "name")
 
@@ -50,6 +56,13 @@ def _is_object_info(source: FrequencySource) -> bool:
     with open(source) as f:
         first = next((ln for ln in f if ln.strip()), "")
     return tuple(x.strip().lower() for x in first.split("\t")) == ADE20K_OBJECT_INFO_HEADER
+
+
+def describe_source(source: FrequencySource) -> str:
+    """The frequency source as error messages name it: the file path, or 'a list of K numbers'."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    return f"a list of {len(list(source))} numbers"
 
 
 def share_total(source: FrequencySource) -> Optional[float]:
@@ -91,3 +104,60 @@ def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Option
     if not counts:
         raise ValueError("class frequencies are empty")
     return counts, None
+
+
+def _synonyms(name: str) -> List[str]:
+    """ADE20K's 'building, edifice' (or 'building;edifice') -> ['building', 'edifice']."""
+    return [s.strip().lower() for s in name.replace(";", ",").split(",") if s.strip()]
+
+
+def check_class_names(
+    frequency_names: Optional[Sequence[str]],
+    dataset_classes: Optional[Sequence[str]],
+    *,
+    source: str,
+    key: str,
+    dataset: str = "the dataset",
+) -> None:
+    """Refuse frequencies whose class names are not the dataset's, in the dataset's order.
+
+    A frequency file's name matches when it, or one of its comma/semicolon-separated synonyms
+    (ADE20K's ``objectInfo150.txt``: 'television, television receiver, ...'), equals the
+    dataset's class name, ignoring case and surrounding spaces. Nothing is checked when either
+    side has no names (a bare list of numbers, a dataset without ``classes``).
+
+    Args:
+        frequency_names: (K,) names from the frequency source, or None.
+        dataset_classes: the dataset's ``metainfo['classes']``, or None.
+        source (str): the frequency source as ``describe_source`` gives it.
+        key (str): the config key that named the source.
+        dataset (str): how to name the dataset in the message.
+
+    Raises:
+        ValueError: naming the first differing classes, the file, the key and the fix.
+    """
+    if frequency_names is None or dataset_classes is None:
+        return
+    fix = (
+        f"compute the frequencies of this dataset with tools/compute_pixel_frequencies.py "
+        f"<train label dir> --config <your config> --out <file>, and set {key} to that file"
+    )
+    if len(frequency_names) != len(dataset_classes):
+        raise ValueError(
+            f"class frequencies {source} ({key}) list {len(frequency_names)} classes but "
+            f"{dataset} has {len(dataset_classes)}: {fix}"
+        )
+    bad = [
+        (i, f, d)
+        for i, (f, d) in enumerate(zip(frequency_names, dataset_classes))
+        if str(d).strip().lower() not in _synonyms(str(f))
+    ]
+    if bad:
+        shown = "; ".join(
+            f"class {i}: {f.strip()!r} in the file, {d!r} in the data" for i, f, d in bad[:5]
+        )
+        raise ValueError(
+            f"class frequencies {source} ({key}) are not those of {dataset}'s classes: "
+            f"{len(bad)} of {len(dataset_classes)} names differ ({shown}"
+            f"{'; ...' if len(bad) > 5 else ''}). A weight would go to the wrong class: {fix}"
+        )

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from mmseg.models.losses.utils import weight_reduce_loss
 from mmseg.registry import MODELS
 
 from disalign_core import grw_class_weights
@@ -132,3 +133,29 @@ def test_default_rho_is_the_papers_0_3_by_hand():
     loss = MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=[3.0, 1.0]))
     a, b = (1 / 0.75) ** 0.3, (1 / 0.25) ** 0.3  # (1 / r_c)^rho with r = (0.75, 0.25)
     assert torch.allclose(loss.class_weight, torch.tensor([2 * a / (a + b), 2 * b / (a + b)]))
+
+
+@pytest.mark.parametrize("avg_mode", ["all", "labelled"])
+def test_pixel_means_match_the_authors_mmseg_reduction(avg_mode):
+    # The authors' reduction (mmseg 0.x cross_entropy): per-pixel weighted CE, then mmseg's
+    # weight_reduce_loss, i.e. the mean over all pixels of the batch, unlabelled ones included.
+    g = torch.Generator().manual_seed(2)
+    counts = torch.randint(1, 1000, (6,), generator=g).tolist()
+    loss = MODELS.build(
+        dict(type="GRWCrossEntropyLoss", class_frequencies=counts, avg_mode=avg_mode)
+    )
+    logits = torch.randn(2, 6, 8, 8, generator=g)
+    label = torch.randint(0, 6, (2, 8, 8), generator=g)
+    label[0, :3] = 255
+    w = grw_class_weights(counts, 0.3)
+    per_pixel = F.cross_entropy(logits, label, weight=w, ignore_index=255, reduction="none")
+    labelled = int((label != 255).sum())
+    ref = weight_reduce_loss(
+        per_pixel, reduction="mean", avg_factor=None if avg_mode == "all" else labelled
+    )
+    assert torch.allclose(loss(logits, label, ignore_index=255), ref, atol=1e-6)
+    # The default (torch's weighted mean) is another number on this input.
+    default = GRWCrossEntropyLoss(counts)(logits, label, ignore_index=255)
+    assert torch.allclose(default, F.cross_entropy(logits, label, weight=w, ignore_index=255))
+    assert not torch.allclose(default, ref)
+    assert f"avg_mode='{avg_mode}'" in repr(loss)
