@@ -11,6 +11,21 @@ with a per-class magnitude ``alpha`` (K,), a per-class margin ``beta`` (K,) and 
 ``sigma(x) = sigmoid(v . x + b)`` computed from the feature ``x`` that feeds the classifier.
 ``alpha = beta = 0`` makes this the identity, so a freshly built calibration reproduces the
 stage-1 model exactly.
+
+Differences from the authors' released code, kept on purpose:
+
+- Confidence: the paper's ``sigmoid(v . x + b)`` is the default. The authors' segmentation head
+  computes it with mmcv's ``ConvModule`` (1x1 conv without bias, the head's norm layer, ReLU)
+  before the sigmoid, so their ``sigma`` is always >= 0.5; ``confidence="input_bn_relu"``
+  reproduces that. Its BatchNorm lives inside this module, so it trains in stage 2 (its
+  parameters stay trainable and the freezing leaves it in training mode), as theirs does.
+- Weight decay on the magnitude: the authors store the scale ``s = 1 + alpha`` (init 1) and
+  mmseg's weight decay (5e-4) pulls ``s`` towards 0, i.e. ``alpha`` towards -1 (shrinking the
+  calibrated logits). Here ``alpha`` itself is stored (init 0), so weight decay pulls the
+  calibration towards the identity (the stage-1 model). With stage 2's LR (0.01, poly) and 8K
+  iterations the pull is small either way: ``lr * wd`` = 5e-6 of the stored value per step,
+  about 2% over the run (their ``s`` 1 -> 0.98 without gradient, our ``alpha`` x 0.98).
+  Exclude ``alpha`` from decay with an optimizer ``paramwise_cfg`` to remove it altogether.
 """
 from __future__ import annotations
 
@@ -22,9 +37,11 @@ from torch import Tensor, nn
 __all__ = ["CONFIDENCE_MODES", "DisAlignCalibration"]
 
 # "input": sigma(x) = sigmoid(v . x + b), the paper's input-dependent confidence.
+# "input_bn_relu": sigma(x) = sigmoid(relu(bn(v . x))), the authors' segmentation code (>= 0.5).
 # "constant": sigma = sigmoid(b), one learned number (the supplement's ablation, Table 3).
 # "none": sigma = 1, magnitude and margin applied as they are.
-CONFIDENCE_MODES = ("input", "constant", "none")
+CONFIDENCE_MODES = ("input", "input_bn_relu", "constant", "none")
+_INPUT_MODES = ("input", "input_bn_relu")
 
 
 class DisAlignCalibration(nn.Module):
@@ -32,8 +49,8 @@ class DisAlignCalibration(nn.Module):
 
     Args:
         num_classes (int): K, the number of logits to calibrate.
-        in_channels (int): C, channels of the feature the classifier sees. Only used when
-            ``confidence == "input"``.
+        in_channels (int): C, channels of the feature the classifier sees. Only used by the
+            input-dependent confidences ("input", "input_bn_relu").
         use_magnitude (bool): learn the magnitude ``alpha``; if False it stays 0.
         use_margin (bool): learn the margin ``beta``; if False it stays 0.
         confidence (str): one of ``CONFIDENCE_MODES``.
@@ -53,9 +70,10 @@ class DisAlignCalibration(nn.Module):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if confidence not in CONFIDENCE_MODES:
             raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}")
-        if confidence == "input" and (not isinstance(in_channels, int) or in_channels < 1):
+        if confidence in _INPUT_MODES and (not isinstance(in_channels, int) or in_channels < 1):
             raise ValueError(
-                f"in_channels must be a positive int for confidence='input', got {in_channels!r}"
+                f"in_channels must be a positive int for confidence={confidence!r}, "
+                f"got {in_channels!r}"
             )
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -71,10 +89,17 @@ class DisAlignCalibration(nn.Module):
             # gradient (DistributedDataParallel reports such parameters as unused).
             confidence = "none"
             self.confidence_mode = confidence
+        self.confidence_norm: Optional[nn.Module] = None
         if confidence == "input":
             # v and b of sigma(x) = sigmoid(v . x + b); a 1x1 conv on dense maps.
             self.confidence_weight = nn.Parameter(torch.empty(in_channels).normal_(std=0.01))
             self.confidence_bias = nn.Parameter(torch.zeros(1))
+        elif confidence == "input_bn_relu":
+            # v of the 1x1 conv; no bias, the norm's own bias takes its place (as mmcv's
+            # ConvModule, bias="auto"). A one-channel BatchNorm over (N, 1, L).
+            self.confidence_weight = nn.Parameter(torch.empty(in_channels).normal_(std=0.01))
+            self.confidence_bias = None
+            self.confidence_norm = nn.BatchNorm1d(1)
         elif confidence == "constant":
             self.confidence_weight = None
             self.confidence_bias = nn.Parameter(torch.zeros(1))
@@ -86,15 +111,27 @@ class DisAlignCalibration(nn.Module):
         """sigma(x) of shape (N, 1, *), or a (1,)-tensor broadcastable to ``like``.
 
         Args:
-            features (Tensor): (N, C, *) feature; may be None unless the mode is "input".
+            features (Tensor): (N, C, *) feature; may be None for "constant" and "none".
             like (Tensor): (N, K, *) logits, for device and dtype of the constant modes.
         """
         if self.confidence_mode == "none":
             return like.new_ones(1)
         if self.confidence_mode == "constant":
             return torch.sigmoid(self.confidence_bias).to(like.dtype)
+        score = self._confidence_score(features)  # (N, 1, *)
+        if self.confidence_norm is not None:
+            # BatchNorm over the N * prod(*) values of the single channel, then ReLU.
+            normed = self.confidence_norm(score.reshape(score.shape[0], 1, -1))
+            score = torch.relu(normed.reshape(score.shape))
+        return torch.sigmoid(score)
+
+    def _confidence_score(self, features: Optional[Tensor]) -> Tensor:
+        """v . x (+ b): (N, 1, *) from (N, C, *) features."""
         if features is None:
-            raise ValueError("confidence='input' needs the classifier's input features, got None")
+            raise ValueError(
+                f"confidence={self.confidence_mode!r} needs the classifier's input features, "
+                "got None"
+            )
         if features.dim() < 2 or features.shape[1] != self.in_channels:
             raise ValueError(
                 f"features must have shape (N, C={self.in_channels}, *), "
@@ -105,9 +142,10 @@ class DisAlignCalibration(nn.Module):
             weight = self.confidence_weight.view(1, -1, 1, 1)
             score = nn.functional.conv2d(features, weight, self.confidence_bias)
         else:
-            score = torch.einsum("nc...,c->n...", features, self.confidence_weight)
-            score = score.unsqueeze(1) + self.confidence_bias
-        return torch.sigmoid(score)
+            score = torch.einsum("nc...,c->n...", features, self.confidence_weight).unsqueeze(1)
+            if self.confidence_bias is not None:
+                score = score + self.confidence_bias
+        return score
 
     def forward(self, logits: Tensor, features: Optional[Tensor] = None) -> Tensor:
         """Calibrate logits.

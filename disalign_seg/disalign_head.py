@@ -72,7 +72,10 @@ class DisAlignHead(BaseDecodeHead):
             Any head that classifies through ``cls_seg``/``conv_seg`` works (FCNHead,
             DepthwiseSeparableASPPHead, PSPHead, ASPPHead, ...).
         calibration (dict, optional): keyword arguments of ``DisAlignCalibration``:
-            ``use_magnitude``, ``use_margin``, ``confidence`` ("input" | "constant" | "none").
+            ``use_magnitude``, ``use_margin``, ``confidence`` ("input": the paper's, default;
+            "input_bn_relu": the authors' code, 1x1 conv + norm + ReLU before the sigmoid, its
+            norm synchronised across GPUs when the head's ``norm_cfg`` is SyncBN, as theirs;
+            "constant"; "none").
         **head_kwargs: the inner head's own arguments (``in_channels``, ``channels``,
             ``num_classes``, ``loss_decode``, ...); they update ``head`` when it is a dict.
             Passing them flat lets a stage-2 config inherit them from the stage-1 config.
@@ -95,10 +98,38 @@ class DisAlignHead(BaseDecodeHead):
                 f"DisAlignHead: {type(self).__mro__[2].__name__} has no conv_seg classifier "
                 "(nn.Conv2d) to calibrate"
             )
+        self._check_loss_class_counts()
         # K logits of conv_seg, confidence from its C input channels.
         self.calibration = DisAlignCalibration(
             conv_seg.out_channels, conv_seg.in_channels, **(calibration or {})
         )
+        if self.calibration.confidence_norm is not None and "Sync" in str(
+            (self.norm_cfg or {}).get("type", "")
+        ):
+            # The authors' ConvModule uses the head's norm (SyncBN on ADE20K). Without a
+            # process group mmengine's runner reverts it to plain BN, like the head's own.
+            self.calibration = nn.SyncBatchNorm.convert_sync_batchnorm(self.calibration)
+
+    def _check_loss_class_counts(self) -> None:
+        """A re-weighted loss for another class count is an error now, not at the first step."""
+        losses = (
+            self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
+        )
+        for i, loss in enumerate(losses):
+            weights = getattr(loss, "class_weight", None)
+            source = getattr(loss, "frequency_source", None)
+            if source is None or not isinstance(weights, Tensor):
+                continue  # not a GRWCrossEntropyLoss
+            if weights.numel() != self.num_classes:
+                key = "model.decode_head.loss_decode" + (
+                    f"[{i}]" if isinstance(self.loss_decode, nn.ModuleList) else ""
+                )
+                raise ValueError(
+                    f"{key}.class_frequencies ({source}) has {weights.numel()} classes but "
+                    f"model.decode_head.num_classes is {self.num_classes}: give the frequency "
+                    f"file of the training data's {self.num_classes} classes "
+                    "(tools/compute_pixel_frequencies.py writes one), or fix num_classes"
+                )
 
     def cls_seg(self, feat: Tensor) -> Tensor:
         """Classify and calibrate each pixel.

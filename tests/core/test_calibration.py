@@ -100,3 +100,43 @@ def test_bad_shapes():
         cal(torch.randn(2, 3))
     with pytest.raises(ValueError, match="must agree"):
         cal(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 5, 5))
+
+
+def test_authors_confidence_is_at_least_half_and_starts_at_identity():
+    torch.manual_seed(2)
+    cal = DisAlignCalibration(4, 6, confidence="input_bn_relu")
+    assert cal.confidence_bias is None and isinstance(cal.confidence_norm, torch.nn.BatchNorm1d)
+    zm, xm = torch.randn(2, 4, 5, 3), torch.randn(2, 6, 5, 3) * 10
+    assert torch.equal(cal(zm, xm), zm)  # alpha = beta = 0: identity whatever sigma is
+    for mode in (True, False):
+        cal.train(mode)
+        sigma = cal.confidence(xm, zm)
+        assert sigma.shape == (2, 1, 5, 3)
+        assert torch.all(sigma >= 0.5) and torch.any(sigma > 0.5)
+        vec = cal.confidence(torch.randn(7, 6), torch.randn(7, 4))
+        assert vec.shape == (7, 1) and torch.all(vec >= 0.5)
+    # The paper's default confidence goes below 0.5 on the same input.
+    paper = DisAlignCalibration(4, 6)
+    assert torch.any(paper.confidence(xm, zm) < 0.5)
+
+
+def test_authors_confidence_by_hand_and_its_norm_trains():
+    cal = DisAlignCalibration(1, 2, confidence="input_bn_relu")
+    with torch.no_grad():
+        cal.confidence_weight.copy_(torch.tensor([1.0, 0.0]))
+    x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])  # v . x = (1, 3): batch mean 2, biased var 1
+    cal.train()
+    sigma = cal.confidence(x, torch.zeros(2, 1)).flatten()
+    eps = cal.confidence_norm.eps
+    normed = torch.tensor([-1.0, 1.0]) / (1 + eps) ** 0.5
+    assert torch.allclose(sigma, torch.sigmoid(torch.relu(normed)))  # (0.5, sigmoid(~1))
+    # Training mode updated the running statistics (momentum 0.1 from mean 0, var 1).
+    assert torch.allclose(cal.confidence_norm.running_mean, torch.tensor([0.2]))
+    names = {n for n, p in cal.named_parameters() if p.requires_grad}
+    assert names == {
+        "alpha",
+        "beta",
+        "confidence_weight",
+        "confidence_norm.weight",
+        "confidence_norm.bias",
+    }

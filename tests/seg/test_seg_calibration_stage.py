@@ -100,3 +100,43 @@ def test_freeze_can_be_switched_off():
         )
     )
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_authors_confidence_norm_trains_in_stage2_and_nothing_else_moves():
+    head = disalign_head_cfg(
+        FCN_HEAD,
+        calibration=dict(confidence="input_bn_relu"),
+        loss_decode=dict(type="GRWCrossEntropyLoss", class_frequencies=[60, 25, 10, 4, 1]),
+    )
+    model = MODELS.build(
+        tiny_segmentor_cfg(head, aux_loss_weight=0.0, segmentor="DisAlignEncoderDecoder")
+    )
+    norm_params = {"confidence_norm.weight", "confidence_norm.bias"}
+    expected = {f"decode_head.calibration.{n}" for n in {"alpha", "beta", "confidence_weight"}}
+    expected |= {f"decode_head.calibration.{n}" for n in norm_params}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    optim = build_optim_wrapper(
+        model, dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.1, momentum=0.9))
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert model.decode_head.calibration.confidence_norm.training  # not eval-locked
+    assert not model.backbone.training  # the frozen backbone's BN stays in eval mode
+    for _ in range(2):
+        data = model.data_preprocessor(_batch(), True)
+        optim.update_params(model.parse_losses(model(**data, mode="loss"))[0])
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    stats = {"running_mean", "running_var", "num_batches_tracked"}
+    assert changed == expected | {f"decode_head.calibration.confidence_norm.{s}" for s in stats}
+
+
+def test_authors_confidence_follows_the_heads_syncbn():
+    head = disalign_head_cfg(
+        dict(FCN_HEAD, norm_cfg=dict(type="SyncBN", requires_grad=True)),
+        calibration=dict(confidence="input_bn_relu"),
+    )
+    built = MODELS.build(dict(head, in_channels=8, channels=4))
+    assert isinstance(built.calibration.confidence_norm, torch.nn.SyncBatchNorm)
+    plain = MODELS.build(dict(disalign_head_cfg(FCN_HEAD), calibration=dict(confidence="input")))
+    assert plain.calibration.confidence_norm is None
