@@ -33,7 +33,7 @@ pin() {  # the pinned requirement line for a package name
   grep -E "^$1[=<>!~]" "$PINS" | head -n 1
 }
 
-log "phase 1/3: torch, numpy, MMSegmentation, detectron2's runtime needs (pins.txt)"
+log "phase 1/3: torch, numpy, MMSegmentation, MMPretrain, detectron2's runtime needs (pins.txt)"
 grep -vE '^(mmcv|sal-detectron2)[=<>!~]' "$PINS" | grep -vE '^\s*(#|$)' > "$VENV/.phase1.txt"
 "${PIP[@]}" -r "$VENV/.phase1.txt"
 
@@ -80,14 +80,17 @@ fi
 log "installing this project in editable mode"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
-log "checking the stack imports"
+log "checking the installed requirements (pip check) and that the stack imports"
+# pip check knows nothing of detectron2 (unpacked, no metadata) and the editable project's
+# loose extras; any conflict among the pinned packages themselves fails the setup here.
+"$PY" -m pip check
 "$PY" - <<'PYCHECK'
-import torch, torchvision, numpy, mmcv, mmcv._ext, mmengine, mmseg, detectron2, lvis, pycocotools
-import mmseg.models, detectron2.modeling, torchvision.ops
-import disalign_core, disalign_det, disalign_seg
+import torch, torchvision, numpy, mmcv, mmcv._ext, mmengine, mmseg, mmpretrain, detectron2, lvis, pycocotools
+import mmseg.models, mmpretrain.models, detectron2.modeling, torchvision.ops
+import disalign_core, disalign_det, disalign_seg, disalign_cls
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {numpy.__version__}, "
       f"mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, "
-      f"detectron2 {detectron2.__version__}")
+      f"mmpretrain {mmpretrain.__version__}, detectron2 {detectron2.__version__}")
 PYCHECK
 
 echo "$want_hash" > "$STAMP"

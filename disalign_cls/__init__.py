@@ -1,0 +1,40 @@
+"""DisAlign for MMPretrain 1.x (image classification).
+
+Load it from a config with
+``custom_imports = dict(imports=['disalign_cls'], allow_failed_imports=False)``.
+Importing registers, in MMPretrain's registries:
+- MODELS: ``DisAlignClsHead`` (calibrates any head that classifies through a linear layer),
+  ``CosineClsHead`` (the paper's cosine classifier), ``DisAlignImageClassifier`` (the
+  calibration stage's classifier, everything else frozen), ``GRWCrossEntropyLoss``;
+- METRICS: ``LongTailAccuracy`` (top-k overall and for many-, medium- and few-shot classes);
+lets mmengine checkpoints load under torch >= 2.6 and explains unreadable checkpoint files
+(``checkpoint_compat``, shared with ``disalign_seg``).
+"""
+
+from .checkpoint_compat import allow_mmengine_checkpoints, install_checkpoint_errors
+
+# Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
+allow_mmengine_checkpoints()
+install_checkpoint_errors()
+
+# Importing the modules registers their components.
+from .cosine_head import CosineClsHead, CosineLinear  # noqa: E402
+from .disalign_classifier import DisAlignImageClassifier  # noqa: E402
+from .disalign_head import DisAlignClsHead, calibrated_head_class  # noqa: E402
+from .frequencies import count_dataset_labels, load_class_counts  # noqa: E402
+from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
+from .long_tail_metric import LongTailAccuracy  # noqa: E402
+
+__all__ = [
+    "CosineClsHead",
+    "CosineLinear",
+    "DisAlignClsHead",
+    "DisAlignImageClassifier",
+    "GRWCrossEntropyLoss",
+    "LongTailAccuracy",
+    "allow_mmengine_checkpoints",
+    "install_checkpoint_errors",
+    "calibrated_head_class",
+    "count_dataset_labels",
+    "load_class_counts",
+]

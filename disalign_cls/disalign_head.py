@@ -1,0 +1,180 @@
+"""DisAlign classification head: any MMPretrain head that classifies through a linear layer,
+with calibrated logits (paper eq. 6).
+
+Shapes: N images, C channels of the classifier's input feature (the head's ``pre_logits``),
+K classes.
+
+``MODELS.build(dict(type='DisAlignClsHead', head='LinearClsHead', calibration=dict(...),
+**linear_head_args))`` returns an instance of ``DisAlignLinearClsHead``, a class made once per
+head class with the bases ``(DisAlignClsHead, LinearClsHead)``. It is the inner head itself,
+not a wrapper:
+
+- nothing of the inner head is copied: its ``__init__``, ``pre_logits``, ``loss``,
+  ``predict`` and loss module run unchanged;
+- ``forward`` is MMPretrain's own contract for these heads, ``classifier(pre_logits(feats))``,
+  with the logits calibrated by a confidence computed from ``pre_logits``, the feature the
+  classifier sees. ``loss`` and ``predict`` call ``forward``, so training and inference both
+  see the calibrated logits;
+- parameter names are the plain head's (``head.fc.weight``) plus
+  ``head.calibration.{alpha,beta,confidence_weight,confidence_bias}``: a plain stage-1
+  checkpoint loads with ``load_from`` and every weight lands; the calibration, absent from it,
+  keeps its identity start.
+
+Heads whose ``forward`` is ``classifier(pre_logits(feats))``: ``LinearClsHead``,
+``CosineClsHead`` (this package), ``StackedLinearClsHead`` and ``VisionTransformerClsHead``
+(their classifiers are found by name, ``CLASSIFIER_NAMES``); any other such head works with
+``classifier='<attribute path>'``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple, Union
+
+from mmpretrain.models.heads import ClsHead
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from disalign_core import DisAlignCalibration
+
+__all__ = ["CLASSIFIER_NAMES", "DisAlignClsHead", "calibrated_head_class"]
+
+HeadSpec = Union[str, type, dict]
+
+# Attribute path of the final linear classifier of heads that do not call it ``fc``.
+CLASSIFIER_NAMES: Dict[str, str] = {"VisionTransformerClsHead": "layers.head"}
+
+# inner head class -> its calibrated subclass, made once so that isinstance and pickling work.
+_CALIBRATED: Dict[type, type] = {}
+
+
+def _head_class(head: HeadSpec) -> type:
+    """The head class named by a registry name, a config dict or the class itself."""
+    name = head.get("type") if isinstance(head, dict) else head
+    cls = MODELS.get(name) if isinstance(name, str) else name
+    if cls is None:
+        raise KeyError(f"DisAlignClsHead: head {name!r} is not registered in MMPretrain's MODELS")
+    if not (isinstance(cls, type) and issubclass(cls, ClsHead)):
+        raise TypeError(f"DisAlignClsHead: head must be a ClsHead subclass, got {cls!r}")
+    if issubclass(cls, DisAlignClsHead):
+        raise TypeError(f"DisAlignClsHead: {cls.__name__} is already calibrated; do not nest them")
+    return cls
+
+
+def calibrated_head_class(head: HeadSpec) -> type:
+    """``DisAlign<Head>``: the subclass of ``(DisAlignClsHead, <Head>)`` for a head class."""
+    cls = _head_class(head)
+    if cls not in _CALIBRATED:
+        name = f"DisAlign{cls.__name__}"
+        sub = type(cls)(name, (DisAlignClsHead, cls), {"__module__": __name__, "__qualname__": name})
+        # Module-level name so that pickle (spawned workers, deepcopy fallbacks) finds the class.
+        globals()[name] = sub
+        _CALIBRATED[cls] = sub
+    return _CALIBRATED[cls]
+
+
+def _linear_shape(module: nn.Module) -> Optional[Tuple[int, int, str]]:
+    """(K, C, parameter prefix) of a linear-like classifier: an ``nn.Linear``, a
+    ``CosineLinear``, or a block holding one as ``fc`` (StackedLinearClsHead's LinearBlock)."""
+    if isinstance(getattr(module, "in_features", None), int):
+        return module.out_features, module.in_features, ""
+    inner = getattr(module, "fc", None)
+    if inner is not None and isinstance(getattr(inner, "in_features", None), int):
+        return inner.out_features, inner.in_features, "fc."
+    return None
+
+
+@MODELS.register_module()
+class DisAlignClsHead(ClsHead):
+    """A classification head whose logits are calibrated by DisAlign.
+
+    Args:
+        head (str | dict | type): the head to calibrate: its registered name
+            (``'LinearClsHead'``), its full config dict or its class.
+        calibration (dict, optional): keyword arguments of ``DisAlignCalibration``:
+            ``use_magnitude``, ``use_margin``, ``confidence`` ("input" | "constant" | "none").
+        classifier (str, optional): attribute path of the head's final linear classifier;
+            default ``CLASSIFIER_NAMES`` for the head, else ``'fc'``.
+        **head_kwargs: the inner head's own arguments (``num_classes``, ``in_channels``,
+            ``loss``, ``topk``, ...); they update ``head`` when it is a dict. Passing them flat
+            lets a stage-2 config inherit them from the stage-1 config.
+    """
+
+    def __new__(cls, head: HeadSpec = None, *args, **kwargs):
+        if cls is DisAlignClsHead:
+            if head is None:
+                raise TypeError("DisAlignClsHead needs head=<head name, config or class>")
+            cls = calibrated_head_class(head)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        head: HeadSpec,
+        *,
+        calibration: Optional[dict] = None,
+        classifier: Optional[str] = None,
+        **head_kwargs,
+    ):
+        if isinstance(head, dict):
+            head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
+        super().__init__(**head_kwargs)
+        inner_name = type(self).__mro__[2].__name__
+        self.classifier_name = classifier or CLASSIFIER_NAMES.get(inner_name, "fc")
+        try:
+            module = self.get_submodule(self.classifier_name)
+        except AttributeError:
+            module = None
+        shape = _linear_shape(module) if isinstance(module, nn.Module) else None
+        if shape is None:
+            raise TypeError(
+                f"DisAlignClsHead: {inner_name} has no linear classifier at "
+                f"{self.classifier_name!r} (an nn.Linear or CosineLinear); name it with "
+                "classifier='<attribute path>'"
+            )
+        num_classes, in_channels, suffix = shape
+        # Parameter names of the classifier, for the class-count check on loading.
+        prefix = next(n for n, m in self.named_modules() if m is module)
+        self._classifier_weight_key = f"{prefix}.{suffix}weight"
+        self.calibration = DisAlignCalibration(num_classes, in_channels, **(calibration or {}))
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The inner head's final linear classifier."""
+        return self.get_submodule(self.classifier_name)
+
+    def forward(self, feats: Tuple[Tensor, ...]) -> Tensor:
+        """Classify and calibrate.
+
+        Args:
+            feats (tuple[Tensor]): the neck's (or backbone's) outputs; the head's
+                ``pre_logits`` turns them into the (N, C) classifier input x.
+
+        Returns:
+            Tensor: (N, K) calibrated logits ``(1 + sigma(x) alpha) z + sigma(x) beta`` with
+            ``z = classifier(x)`` the inner head's logits.
+        """
+        x = self.pre_logits(feats)
+        return self.calibration(self.classifier(x), x)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        # mmengine loads non-strictly and only warns about shape mismatches, which would leave
+        # a randomly initialised classifier in place: a checkpoint that does not fit is an error.
+        k, c = self.calibration.num_classes, self.calibration.in_channels
+        expected = {
+            self._classifier_weight_key: (k, c),
+            "calibration.alpha": (k,),
+            "calibration.beta": (k,),
+            "calibration.confidence_weight": (c,),
+        }
+        for key, shape in expected.items():
+            value = state_dict.get(prefix + key)
+            if value is not None and tuple(value.shape) != shape:
+                raise ValueError(
+                    f"checkpoint does not fit the model: {prefix + key} has shape "
+                    f"{tuple(value.shape)} but the model's head expects {shape} "
+                    f"(num_classes={k}, in_channels={c})"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
