@@ -10,13 +10,17 @@ a stage-1 checkpoint are expected: they keep their identity initialisation (alph
 from __future__ import annotations
 
 import logging
+import pickle
 from typing import List
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
 from disalign_core import freeze_all_but_calibration
+
+from .modeling.rpn import DisAlignRPN
 
 __all__ = ["DisAlignCheckpointer", "check_box_predictor_shapes", "freeze_for_calibration"]
 
@@ -58,8 +62,50 @@ def check_box_predictor_shapes(
 
 
 class DisAlignCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that refuses a box predictor of the wrong class count and logs
-    (instead of warning about) calibration parameters that start at the identity."""
+    """DetectionCheckpointer that refuses a box predictor of the wrong class count, logs
+    (instead of warning about) calibration parameters that start at the identity, and turns
+    an unreadable checkpoint file into an error that names the file and where it came from."""
+
+    # Which config entry named the file being loaded (None: a direct ``load``); set by
+    # resume_or_load, for the messages.
+    _source_key = None
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        self._source_key = (
+            "last_checkpoint" if resume and self.has_checkpoint() else "MODEL.WEIGHTS"
+        )
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._source_key = None
+
+    def _load_file(self, filename: str):
+        try:
+            return super()._load_file(filename)
+        except (EOFError, KeyError, pickle.UnpicklingError, RuntimeError) as e:
+            # torch's own messages say "Ran out of input", name zip internals, or advise
+            # weights_only=False, which would run whatever code an untrusted file carries.
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            if self._source_key == "MODEL.WEIGHTS":
+                source = "MODEL.WEIGHTS"
+                fix = (
+                    "Set MODEL.WEIGHTS to a complete checkpoint (for the calibration stage, the "
+                    "stage-1 model_final.pth); copy or train it again if this one is damaged."
+                )
+            elif self._source_key == "last_checkpoint":
+                source = f"named by last_checkpoint in OUTPUT_DIR {self.save_dir!r}, --resume"
+                fix = (
+                    "It was probably cut off while being written. Delete it and write the name "
+                    "of an earlier complete model_*.pth of OUTPUT_DIR into OUTPUT_DIR/"
+                    "last_checkpoint, or start again without --resume."
+                )
+            else:
+                source, fix = "checkpoint", "Load a complete checkpoint."
+            raise ValueError(
+                f"cannot read {filename!r} ({source}): the file is empty, truncated or not a "
+                f"checkpoint ({type(e).__name__}: {first_line}). {fix} Do not load it with "
+                "torch.load(weights_only=False): that runs any code the file contains."
+            ) from None
 
     def _load_model(self, checkpoint):
         check_box_predictor_shapes(self.model, checkpoint["model"], "the checkpoint")
@@ -91,12 +137,24 @@ class DisAlignCheckpointer(DetectionCheckpointer):
 
 
 def freeze_for_calibration(model: nn.Module) -> List[str]:
-    """Freeze everything but the DisAlign calibration(s) of ``model`` (BatchNorm statistics
-    included: frozen subtrees stay in eval mode after ``model.train()``).
+    """Freeze everything but the DisAlign calibration(s) of ``model``.
+
+    Frozen parts get no gradient, and their BatchNorm/InstanceNorm/dropout layers stay in eval
+    mode after ``model.train()`` (running statistics fixed). The frozen modules themselves
+    follow ``model.train()``: a frozen ``DisAlignRPN`` proposes with the training-time counts
+    while the detector trains (as the authors' stage 2), without labelling anchors or computing
+    losses; the ROI heads skip the frozen mask/keypoint heads' losses.
 
     Returns:
         list[str]: the names of the parameters left trainable.
     """
-    trainable = freeze_all_but_calibration(model)
+    trainable = freeze_all_but_calibration(model, lock="norm")
     logger.info(f"DisAlign calibration stage: training only {trainable}")
+    rpn = getattr(model, "proposal_generator", None)
+    if isinstance(rpn, RPN) and not isinstance(rpn, DisAlignRPN):
+        logger.warning(
+            f"MODEL.PROPOSAL_GENERATOR.NAME is {type(rpn).__name__}: the frozen RPN still "
+            "labels anchors and computes its losses in every iteration, for nothing (they "
+            "train no parameter). Use 'DisAlignRPN' (the Base-DisAlign configs do) to skip them."
+        )
     return trainable

@@ -1,14 +1,16 @@
-"""DisAlign modeling components. Importing these modules registers the ROI heads and the tiny
-backbones in detectron2's registries."""
+"""DisAlign modeling components. Importing these modules registers the ROI heads, the RPN and
+the tiny backbones in detectron2's registries."""
 
 from .backbone import TinyConvNet
 from .box_predictor import DisAlignFastRCNNOutputLayers
 from .cascade_roi_heads import DisAlignCascadeROIHeads
 from .roi_heads import DisAlignStandardROIHeads
+from .rpn import DisAlignRPN
 
 __all__ = [
     "DisAlignFastRCNNOutputLayers",
     "DisAlignStandardROIHeads",
     "DisAlignCascadeROIHeads",
+    "DisAlignRPN",
     "TinyConvNet",
 ]

@@ -8,7 +8,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Instances
 from torch import Tensor
 
-from disalign_core import is_eval_locked
+from disalign_core.freezing import is_frozen
 
 from .box_predictor import DisAlignFastRCNNOutputLayers
 
@@ -16,21 +16,21 @@ __all__ = ["DisAlignStandardROIHeads", "SkipFrozenHeadLossesMixin"]
 
 
 class SkipFrozenHeadLossesMixin:
-    """In the calibration stage the mask and keypoint heads are frozen (locked in eval mode by
-    ``disalign_core.freeze_except``). Their losses could not train anything, and a head in
-    eval mode returns predictions instead of losses, so during training they are skipped."""
+    """In the calibration stage the mask and keypoint heads are frozen (no trainable
+    parameter). Their losses could not train anything, so during training they are skipped:
+    no mask targets, no head forward, no loss."""
 
     def _forward_mask(
         self, features: Dict[str, Tensor], instances: List[Instances]
     ) -> Union[Dict[str, Tensor], List[Instances]]:
-        if self.training and self.mask_on and is_eval_locked(self.mask_head):
+        if self.training and self.mask_on and is_frozen(self.mask_head):
             return {}
         return super()._forward_mask(features, instances)
 
     def _forward_keypoint(
         self, features: Dict[str, Tensor], instances: List[Instances]
     ) -> Union[Dict[str, Tensor], List[Instances]]:
-        if self.training and self.keypoint_on and is_eval_locked(self.keypoint_head):
+        if self.training and self.keypoint_on and is_frozen(self.keypoint_head):
             return {}
         return super()._forward_keypoint(features, instances)
 

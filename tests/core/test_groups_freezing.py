@@ -2,6 +2,8 @@ import pytest
 import torch
 from torch import nn
 
+from disalign_core.freezing import freeze_except, is_frozen
+
 from disalign_core import (
     CLASSIFICATION_COUNT_BINS,
     DisAlignCalibration,
@@ -16,7 +18,13 @@ from disalign_core import (
 
 
 def test_lvis_count_groups_boundaries():
-    assert groups_by_count([1, 10, 11, 100, 101]) == ["rare", "rare", "common", "common", "frequent"]
+    assert groups_by_count([1, 10, 11, 100, 101]) == [
+        "rare",
+        "rare",
+        "common",
+        "common",
+        "frequent",
+    ]
 
 
 def test_classification_count_groups_boundaries():
@@ -66,8 +74,10 @@ def test_freeze_trains_only_calibration_and_keeps_bn_statistics():
 
     trainable = freeze_all_but_calibration(net)
     assert set(trainable) == {
-        "calibration.alpha", "calibration.beta",
-        "calibration.confidence_weight", "calibration.confidence_bias",
+        "calibration.alpha",
+        "calibration.beta",
+        "calibration.confidence_weight",
+        "calibration.confidence_bias",
     }
     net.train()  # trainers call this; frozen parts must stay in eval
     assert not net.body.training and not net.cls.training and net.calibration.training
@@ -76,7 +86,9 @@ def test_freeze_trains_only_calibration_and_keeps_bn_statistics():
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
     for _ in range(3):
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(net(torch.randn(2, 3, 8, 8)), torch.randint(0, 3, (2, 6, 6)))
+        loss = nn.functional.cross_entropy(
+            net(torch.randn(2, 3, 8, 8)), torch.randint(0, 3, (2, 6, 6))
+        )
         loss.backward()
         for name, p in net.named_parameters():
             assert (p.grad is not None) == name.startswith("calibration."), name
@@ -85,6 +97,53 @@ def test_freeze_trains_only_calibration_and_keeps_bn_statistics():
     for k, v in frozen_before.items():
         assert torch.equal(after[k], v), f"{k} changed during calibration"
     assert not torch.equal(after["calibration.alpha"], torch.zeros(3))
+
+
+def test_norm_lock_keeps_only_norm_and_dropout_in_eval():
+    net = TinyNet()
+    trainable = freeze_all_but_calibration(net, lock="norm")
+    assert trainable and all(n.startswith("calibration.") for n in trainable)
+    net.train()
+    # the frozen modules follow train(); only their mode-dependent layers are held in eval
+    assert net.body.training and net.cls.training and net.body[0].training
+    assert not net.body[1].training and not net.body[3].training  # BatchNorm, Dropout
+    assert is_frozen(net.body) and not is_frozen(net.calibration) and not is_frozen(net)
+    assert not is_eval_locked(net.body)
+    net.eval()
+    assert not net.body.training and not net.calibration.training
+    net.train()
+    assert net.calibration.training and not net.body[1].training
+
+    x = torch.randn(2, 3, 8, 8)
+    before = net.body[1].running_mean.clone()
+    out1, out2 = net(x), net(x)
+    assert torch.equal(out1, out2)  # dropout off
+    assert torch.equal(net.body[1].running_mean, before)  # statistics fixed
+
+
+@pytest.mark.parametrize("lock", ["module", "norm"])
+def test_lock_survives_replaced_norm_layers(lock):
+    """mmengine's revert_sync_batchnorm replaces (Sync)BN modules after the model is built."""
+    net = TinyNet()
+    freeze_all_but_calibration(net, lock=lock)
+    replacement = nn.BatchNorm2d(4)
+    replacement.load_state_dict(net.body[1].state_dict())
+    replacement.requires_grad_(False)
+    net.body[1] = replacement
+    net.train()
+    assert not replacement.training
+    before = replacement.running_mean.clone()
+    net(torch.randn(2, 3, 8, 8))
+    assert torch.equal(replacement.running_mean, before)
+
+
+def test_parameter_free_layer_of_a_kept_module_is_not_locked():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(nn.Conv2d(4, 4, 1), nn.Dropout(0.5)))
+    freeze_except(net, lambda name, _: name == "1", lock="norm")
+    net.train()
+    assert net[1][1].training  # the dropout belongs to the kept module: it trains with it
+    with pytest.raises(ValueError, match="lock must be one of.*'bogus'"):
+        freeze_except(net, lambda name, _: False, lock="bogus")
 
 
 def test_freeze_without_calibration_is_an_error():

@@ -15,6 +15,7 @@ from disalign_det import (
     DisAlignCascadeROIHeads,
     DisAlignCheckpointer,
     DisAlignFastRCNNOutputLayers,
+    DisAlignRPN,
     DisAlignStandardROIHeads,
     freeze_for_calibration,
 )
@@ -26,11 +27,12 @@ STAGE2 = ["MODEL.DISALIGN.CALIBRATION", "True", "MODEL.DISALIGN.FREEZE", "True"]
 K = 6
 
 
-def cfg_for(arch, stage2=False, classifier="linear", num_classes=K, reweight=False):
+def cfg_for(arch, stage2=False, classifier="linear", num_classes=K, reweight=False, opts=()):
     name = {
         "mask": "mask_rcnn_tiny_instant_test.yaml",
         "cascade": "cascade_mask_rcnn_tiny_instant_test.yaml",
     }[arch]
+    extra = opts
     # score threshold 0: barely trained models must still output boxes to compare
     opts = [
         "MODEL.ROI_HEADS.NUM_CLASSES",
@@ -43,7 +45,7 @@ def cfg_for(arch, stage2=False, classifier="linear", num_classes=K, reweight=Fal
         opts += STAGE2
     if reweight:
         opts += ["MODEL.DISALIGN.REWEIGHT", "True", "MODEL.DISALIGN.FREQUENCY_FILE", reweight]
-    return tiny_cfg(os.path.join(Q, name), opts)
+    return tiny_cfg(os.path.join(Q, name), opts + list(extra))
 
 
 def batch(n=2, num_classes=K):
@@ -80,12 +82,65 @@ def test_roi_heads_registered_and_every_predictor_calibrated(arch, heads):
     model.train()
     with EventStorage():
         losses = model(batch())
-    # frozen RPN and mask head are in eval mode: no losses from them, only the box losses
+    # frozen RPN and mask head: no losses from them, only the box losses
     assert "loss_mask" not in losses and "loss_rpn_cls" not in losses
     sum(losses.values()).backward()
     for p in preds:  # every stage's calibration receives gradient
         assert p.calibration.beta.grad is not None and p.calibration.beta.grad.abs().sum() > 0
         assert p.cls_score.weight.grad is None
+
+
+# RPN proposal counts with TRAIN != TEST, so that the mode the frozen RPN proposes in shows.
+TOPK = [
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "150", "MODEL.RPN.PRE_NMS_TOPK_TEST", "100",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["mask", "cascade"])
+def test_frozen_rpn_proposes_with_training_counts_without_losses(arch):
+    model = build_model(cfg_for(arch, stage2=True, opts=TOPK))
+    assert type(model.proposal_generator) is DisAlignRPN
+    freeze_for_calibration(model)
+    per_image = []
+    model.proposal_generator.register_forward_hook(
+        lambda module, inputs, out: per_image.append([len(p) for p in out[0]])
+    )
+    model.train()  # as the trainer does
+    with EventStorage() as storage:
+        losses = model(batch())
+    assert per_image[-1] == [50, 50]  # POST_NMS_TOPK_TRAIN, not _TEST
+    assert not [k for k in losses if k.startswith("loss_rpn") or k == "loss_mask"], losses
+    assert losses["loss_cls" if arch == "mask" else "loss_cls_stage0"].requires_grad
+    assert "rpn/num_pos_anchors" not in storage.histories()  # no anchor labelling
+
+    model.eval()
+    with torch.no_grad():
+        model([{"image": d["image"]} for d in batch()])
+    assert per_image[-1] == [20, 20]  # POST_NMS_TOPK_TEST at test time
+
+
+def test_stage1_rpn_is_detectron2s():
+    """Not frozen, DisAlignRPN labels anchors and returns detectron2's RPN losses."""
+    model = build_model(cfg_for("mask", opts=TOPK)).train()
+    with EventStorage() as storage:
+        losses = model(batch())
+    assert losses["loss_rpn_cls"].requires_grad and losses["loss_rpn_loc"].requires_grad
+    assert "rpn/num_pos_anchors" in storage.histories()
+
+
+def test_plain_rpn_in_stage2_warns_and_still_trains(caplog):
+    model = build_model(cfg_for("mask", stage2=True, opts=["MODEL.PROPOSAL_GENERATOR.NAME", "RPN"]))
+    with caplog.at_level(logging.WARNING, logger="disalign_det"):
+        freeze_for_calibration(model)
+    assert "MODEL.PROPOSAL_GENERATOR.NAME is RPN" in caplog.text
+    assert "DisAlignRPN" in caplog.text
+    model.train()
+    with EventStorage():
+        losses = model(batch())
+    assert not losses["loss_rpn_cls"].requires_grad  # computed for nothing
+    sum(losses.values()).backward()
+    assert model.roi_heads.box_predictor.calibration.beta.grad is not None
 
 
 def test_all_cascade_stages_used_at_inference():
