@@ -40,6 +40,7 @@ def test_every_config_parses(path):
         == stage2
     )
     assert cfg.MODEL.DISALIGN.CLASSIFIER == ("cosine" if "_cos" in name else "linear")
+    assert cfg.MODEL.PROPOSAL_GENERATOR.NAME == "DisAlignRPN"
     if rel.startswith("LVIS"):
         assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == (1230 if rel.startswith("LVISv0.5") else 1203)
         assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.0001
@@ -55,6 +56,12 @@ def test_every_config_parses(path):
             )
             assert cfg.MODEL.DISALIGN.RHO == 0.8
             assert cfg.MODEL.WEIGHTS.endswith("model_final.pth")
+            # the authors' LVIS v1 stage-2 config: one decay at 8K, evaluation every 3K,
+            # scales 640..800 (max 1333) with flip
+            assert (tuple(s.STEPS), cfg.TEST.EVAL_PERIOD) == ((8000,), 3000)
+            i = cfg.INPUT
+            assert tuple(i.MIN_SIZE_TRAIN) == (640, 672, 704, 736, 768, 800)
+            assert (i.MAX_SIZE_TRAIN, i.RANDOM_FLIP, i.MIN_SIZE_TEST) == (1333, "horizontal", 800)
 
 
 @pytest.mark.parametrize(
