@@ -14,12 +14,14 @@ from .class_frequencies import (
     class_frequencies_from_config,
     class_weights_from_config,
     count_class_images,
+    count_class_instances,
 )
 from .config import add_disalign_config
-from .data import register_disalign_instances
+from .data import check_dataset_images, register_disalign_instances
 from .modeling import (
     DisAlignCascadeROIHeads,
     DisAlignFastRCNNOutputLayers,
+    DisAlignRPN,
     DisAlignStandardROIHeads,
     TinyConvNet,
 )

@@ -1,9 +1,18 @@
-"""Per-class training frequencies r_j (images containing class j) for the re-weighting.
+"""Per-class training frequencies r_j for the re-weighting.
+
+``MODEL.DISALIGN.FREQUENCY_TYPE`` says what r_j counts: "images" (images containing class j,
+the default and the paper's "per-class training frequency") or "instances" (annotations of
+class j). The authors' code loads a ``num_shots`` file that was not published, so which of
+the two it holds is unknown; "images" is LVIS's own definition of the rare/common/frequent
+groups.
 
 Sources, in order of precedence:
-1. ``MODEL.DISALIGN.FREQUENCY_FILE`` when set (``disalign_core.read_class_frequencies``);
-2. the ``class_image_count`` metadata of every training dataset, where all of them have it
-   (detectron2 sets it for LVIS v1; ``register_disalign_instances`` sets it from the json);
+1. ``MODEL.DISALIGN.FREQUENCY_FILE`` when set (``disalign_core.read_class_frequencies``): its
+   counts are used as they are, whatever FREQUENCY_TYPE says;
+2. the ``class_image_count`` ("images") or ``class_instance_count`` ("instances") metadata of
+   every training dataset, where all of them have it: detectron2 sets ``class_image_count`` for
+   LVIS v1 (its LVIS v0.5 metadata has no counts), ``register_disalign_instances`` sets both
+   from the json's ``image_count`` / ``instance_count``;
 3. counted from the training datasets in detectron2's DatasetCatalog (LVIS v0.5, COCO, ...).
 
 The result is deterministic given the same files; in a distributed run every process computes
@@ -23,13 +32,37 @@ from detectron2.utils import comm
 from disalign_core import grw_class_weights, read_class_frequencies
 
 __all__ = [
+    "FREQUENCY_TYPES",
     "count_class_images",
+    "count_class_instances",
     "class_frequencies_from_datasets",
     "class_frequencies_from_config",
     "class_weights_from_config",
 ]
 
 logger = logging.getLogger(__name__)
+
+FREQUENCY_TYPES = ("images", "instances")
+# FREQUENCY_TYPE -> (metadata key, count field of its entries). Entries are {"id", field},
+# as detectron2's class_image_count of LVIS v1.
+_METADATA = {
+    "images": ("class_image_count", "image_count"),
+    "instances": ("class_instance_count", "instance_count"),
+}
+
+
+def _count_classes(dataset_dicts: Sequence[dict], num_classes: int, per_image: bool) -> List[int]:
+    counts = [0] * num_classes
+    for record in dataset_dicts:
+        classes = [int(a["category_id"]) for a in record.get("annotations", [])]
+        for c in set(classes) if per_image else classes:
+            if not 0 <= c < num_classes:
+                raise ValueError(
+                    f"image {record.get('file_name', record.get('image_id'))!r} has category_id "
+                    f"{c}, outside [0, {num_classes}) (MODEL.ROI_HEADS.NUM_CLASSES={num_classes})"
+                )
+            counts[c] += 1
+    return counts
 
 
 def count_class_images(dataset_dicts: Sequence[dict], num_classes: int) -> List[int]:
@@ -43,30 +76,49 @@ def count_class_images(dataset_dicts: Sequence[dict], num_classes: int) -> List[
     Returns:
         list[int]: (K,) image counts.
     """
-    counts = [0] * num_classes
-    for record in dataset_dicts:
-        for c in {int(a["category_id"]) for a in record.get("annotations", [])}:
-            if not 0 <= c < num_classes:
-                raise ValueError(
-                    f"image {record.get('file_name', record.get('image_id'))!r} has category_id "
-                    f"{c}, outside [0, {num_classes}) (MODEL.ROI_HEADS.NUM_CLASSES={num_classes})"
-                )
-            counts[c] += 1
+    return _count_classes(dataset_dicts, num_classes, per_image=True)
+
+
+def count_class_instances(dataset_dicts: Sequence[dict], num_classes: int) -> List[int]:
+    """Number of annotations (instances) of each class; arguments as ``count_class_images``.
+
+    Returns:
+        list[int]: (K,) instance counts.
+    """
+    return _count_classes(dataset_dicts, num_classes, per_image=False)
+
+
+def _metadata_counts(name: str, frequency_type: str) -> Optional[List[float]]:
+    meta = MetadataCatalog.get(name)
+    key, field = _METADATA[frequency_type]
+    if not meta.get(key):
+        return None
+    # As detectron2's get_fed_loss_cls_weights: entries {"id", "image_count"} sorted by id.
+    entries = sorted(meta.get(key), key=lambda c: c["id"])
+    counts = [float(c[field]) for c in entries]
+    # register_disalign_instances notes the classes that have no annotation in the json.
+    unannotated = set(meta.get("unannotated_class_ids", ()))
+    claimed = [
+        meta.thing_classes[i] if meta.get("thing_classes") else str(c["id"])
+        for i, c in enumerate(entries)
+        if c["id"] in unannotated and float(c[field]) > 0
+    ]
+    if claimed:
+        logger.warning(
+            f"{name}: {key} gives {len(claimed)} class(es) a nonzero {field}, but the json "
+            f"{meta.get('json_file', '')!r} has no annotation of them: "
+            f"{', '.join(claimed[:10])}{' ...' if len(claimed) > 10 else ''}. The re-weighting "
+            f"uses {key} as it is (the json's {field} unless set otherwise); if these classes "
+            f"have no training data, correct {field} in the json, or remove it to count from the "
+            "annotations, or set MODEL.DISALIGN.FREQUENCY_FILE."
+        )
     return counts
 
 
-def _metadata_counts(name: str) -> Optional[List[float]]:
-    meta = MetadataCatalog.get(name)
-    if not meta.get("class_image_count"):
-        return None
-    # As detectron2's get_fed_loss_cls_weights: entries {"id", "image_count"} sorted by id.
-    return [float(c["image_count"]) for c in sorted(meta.class_image_count, key=lambda c: c["id"])]
-
-
 def class_frequencies_from_datasets(
-    dataset_names: Sequence[str], num_classes: int
+    dataset_names: Sequence[str], num_classes: int, frequency_type: str = "images"
 ) -> Tuple[List[float], Optional[List[str]], str]:
-    """Image counts per class summed over the training datasets.
+    """Image (or instance) counts per class summed over the training datasets.
 
     Returns:
         (counts, class names or None, description of the source).
@@ -87,23 +139,26 @@ def class_frequencies_from_datasets(
             f"{unknown} are not registered in DatasetCatalog; register them "
             "(disalign_det.register_disalign_instances) or set MODEL.DISALIGN.FREQUENCY_FILE"
         )
-    from_meta = [_metadata_counts(n) for n in names]
+    key = _METADATA[frequency_type][0]
+    from_meta = [_metadata_counts(n, frequency_type) for n in names]
     if all(c is not None for c in from_meta):
         counts = (
             [sum(col) for col in zip(*from_meta)] if len({len(c) for c in from_meta}) == 1 else None
         )
         if counts is None:
             raise ValueError(
-                f"training datasets {names} have class_image_count metadata of different "
+                f"training datasets {names} have {key} metadata of different "
                 f"lengths {[len(c) for c in from_meta]}"
             )
-        source = f"class_image_count metadata of {names}"
+        source = f"{key} metadata of {names}"
     else:
         counts = [0.0] * num_classes
         for n in names:
-            for i, c in enumerate(count_class_images(DatasetCatalog.get(n), num_classes)):
+            for i, c in enumerate(
+                _count_classes(DatasetCatalog.get(n), num_classes, frequency_type == "images")
+            ):
                 counts[i] += c
-        source = f"images per class counted in {names}"
+        source = f"{frequency_type} per class counted in {names}"
     class_names = MetadataCatalog.get(names[0]).get("thing_classes")
     return counts, (list(class_names) if class_names else None), source
 
@@ -120,11 +175,19 @@ def class_frequencies_from_config(cfg) -> Tuple[List[float], Optional[List[str]]
     """
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     path = cfg.MODEL.DISALIGN.FREQUENCY_FILE
+    frequency_type = cfg.MODEL.DISALIGN.FREQUENCY_TYPE
+    if frequency_type not in FREQUENCY_TYPES:
+        raise ValueError(
+            f"MODEL.DISALIGN.FREQUENCY_TYPE is {frequency_type!r}; expected one of "
+            f"{FREQUENCY_TYPES} (what the class frequencies count)"
+        )
     if path:
-        counts, names = read_class_frequencies(path)
+        counts, names = read_class_frequencies(path, key="MODEL.DISALIGN.FREQUENCY_FILE")
         source = f"MODEL.DISALIGN.FREQUENCY_FILE={path!r}"
     else:
-        counts, names, source = class_frequencies_from_datasets(cfg.DATASETS.TRAIN, num_classes)
+        counts, names, source = class_frequencies_from_datasets(
+            cfg.DATASETS.TRAIN, num_classes, frequency_type
+        )
     if len(counts) != num_classes:
         raise ValueError(
             f"class frequencies from {source} have {len(counts)} entries, but "
@@ -132,11 +195,19 @@ def class_frequencies_from_config(cfg) -> Tuple[List[float], Optional[List[str]]
         )
     if path and names is not None and cfg.DATASETS.TRAIN:
         # A file whose classes are in another order would silently weight the wrong classes.
-        classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes")
+        dataset = cfg.DATASETS.TRAIN[0]
+        classes = MetadataCatalog.get(dataset).get("thing_classes")
         if classes is not None and list(classes) != list(names):
-            i = next(i for i, (a, b) in enumerate(zip(names, classes)) if a != b)
+            differ = [i for i, (a, b) in enumerate(zip(names, classes)) if a != b]
+            if not differ:  # one list is a prefix of the other
+                raise ValueError(
+                    f"{source} names {len(names)} classes, but {dataset} has "
+                    f"{len(classes)} (thing_classes): the file's classes must be the "
+                    "dataset's, in the same order"
+                )
+            i = differ[0]
             raise ValueError(
-                f"{source} names class {i} {names[i]!r}, but {cfg.DATASETS.TRAIN[0]} calls it "
+                f"{source} names class {i} {names[i]!r}, but {dataset} calls it "
                 f"{classes[i]!r}: the file's classes must be the dataset's, in the same order"
             )
     if comm.get_world_size() > 1:

@@ -33,9 +33,16 @@ def add_disalign_config(cfg: CN) -> None:
     _C.MODEL.DISALIGN.REWEIGHT = False
     # rho, the exponent of the re-weighting (0: instance-balanced, 1: class-balanced).
     _C.MODEL.DISALIGN.RHO = 0.8
-    # Class frequencies r_j (images containing class j). Empty: taken from the training
-    # datasets' metadata ("class_image_count", as LVIS v1) or counted from DATASETS.TRAIN.
-    # Otherwise a file read by disalign_core.read_class_frequencies (JSON or text).
+    # What the class frequencies r_j count: "images" (images containing class j; the paper's
+    # "per-class training frequency", and LVIS's definition of its rare/common/frequent groups)
+    # or "instances" (annotations of class j). The authors' code reads an unpublished
+    # "num_shots" file, so their choice is not known; we default to images.
+    _C.MODEL.DISALIGN.FREQUENCY_TYPE = "images"
+    # Class frequencies r_j. Empty: taken from the training datasets' metadata
+    # ("class_image_count" for images, as detectron2's LVIS v1; "class_instance_count" for
+    # instances, set by register_disalign_instances from the json) or counted from
+    # DATASETS.TRAIN. Otherwise a file read by disalign_core.read_class_frequencies (JSON or
+    # text), used as it is whatever FREQUENCY_TYPE says.
     _C.MODEL.DISALIGN.FREQUENCY_FILE = ""
     # A class with no training image: "error" (raise) or "warn" (use the rarest class's weight).
     _C.MODEL.DISALIGN.ZERO_COUNT = "error"

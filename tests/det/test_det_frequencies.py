@@ -1,6 +1,7 @@
 """Class frequencies and re-weighting weights from configs, and each bad input's error."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -14,6 +15,8 @@ from disalign_det import (
     class_frequencies_from_config,
     class_weights_from_config,
     count_class_images,
+    count_class_instances,
+    register_disalign_instances,
 )
 
 from det_testing import NUM_CLASSES, TRAIN, tiny_cfg
@@ -113,10 +116,15 @@ def test_frequency_file_with_classes_in_another_order(tmp_path, synth_dataset):
     path = str(tmp_path / "freq.json")
     write_class_frequencies(path, [1.0] * NUM_CLASSES, names)
     opts = ("DATASETS.TRAIN", f"('{TRAIN}',)", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES))
-    assert class_frequencies_from_config(cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_FILE", path))[1] == names
+    assert (
+        class_frequencies_from_config(cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_FILE", path))[1]
+        == names
+    )
     names[0], names[1] = names[1], names[0]
     write_class_frequencies(path, [1.0] * NUM_CLASSES, names)
-    with pytest.raises(ValueError, match=f"names class 0 '{names[0]}', but {TRAIN} calls it '{names[1]}'"):
+    with pytest.raises(
+        ValueError, match=f"names class 0 '{names[0]}', but {TRAIN} calls it '{names[1]}'"
+    ):
         class_frequencies_from_config(cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_FILE", path))
 
 
@@ -147,7 +155,10 @@ def test_missing_frequency_data(tmp_path):
         class_frequencies_from_config(cfg_with("DATASETS.TRAIN", "()"))
     with pytest.raises(ValueError, match=r"\['no_such_dataset'\] are not registered"):
         class_frequencies_from_config(cfg_with("DATASETS.TRAIN", "('no_such_dataset',)"))
-    with pytest.raises(FileNotFoundError, match="class frequency file not found"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"class frequency file '.*nope.txt' \(config key MODEL.DISALIGN.FREQUENCY_FILE\) not found",
+    ):
         class_frequencies_from_config(
             cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", str(tmp_path / "nope.txt"))
         )
@@ -182,3 +193,80 @@ def test_every_rank_uses_rank0_frequencies(tmp_path, monkeypatch):
     monkeypatch.setattr(cf.comm, "all_gather", lambda mine: [rank0, mine])
     cfg = cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", path, "MODEL.ROI_HEADS.NUM_CLASSES", "2")
     assert class_frequencies_from_config(cfg) == ([1.0, 2.0], None)
+
+
+def _write_lvis_json(path, image_classes, categories):
+    """A tiny LVIS-format json: image i holds one annotation per entry of image_classes[i]."""
+    images, anns = [], []
+    for img_id, classes in enumerate(image_classes, 1):
+        images.append(
+            {"id": img_id, "width": 10, "height": 10, "coco_url": f"http://x/train/{img_id}.jpg"}
+        )
+        for c in classes:
+            anns.append(
+                {
+                    "id": len(anns) + 1, "image_id": img_id, "category_id": c,
+                    "bbox": [1, 1, 4, 4], "area": 16, "segmentation": [[1, 1, 5, 1, 5, 5]],
+                }
+            )  # fmt: skip
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": anns, "categories": categories}, f)
+
+
+@pytest.mark.parametrize("with_json_counts", [False, True], ids=["counted", "json_counts"])
+def test_frequency_type_instances(tmp_path, with_json_counts):
+    """Class 1: 2 images with 3 instances; class 2: 1 image with 4; class 3: 1 image, 1."""
+    cats = [{"id": i, "name": f"k{i}"} for i in (1, 2, 3)]
+    if with_json_counts:  # deliberately not the annotations' numbers: the json's must be used
+        for c, (images, instances) in zip(cats, [(7, 70), (8, 80), (9, 90)]):
+            c.update(image_count=images, instance_count=instances)
+    path = str(tmp_path / "inst.json")
+    _write_lvis_json(path, [[1, 1, 2, 2, 2, 2], [1], [3]], cats)
+    name = f"det_test_instances_{with_json_counts}"
+    register_disalign_instances(name, path, str(tmp_path))
+    opts = ("DATASETS.TRAIN", f"('{name}',)", "MODEL.ROI_HEADS.NUM_CLASSES", "3")
+    images, _ = class_frequencies_from_config(cfg_with(*opts))
+    instances, _ = class_frequencies_from_config(
+        cfg_with(*opts, "MODEL.DISALIGN.FREQUENCY_TYPE", "instances")
+    )
+    if with_json_counts:
+        assert (images, instances) == ([7.0, 8.0, 9.0], [70.0, 80.0, 90.0])
+    else:
+        assert (images, instances) == ([2.0, 1.0, 1.0], [3.0, 4.0, 1.0])
+        records = DatasetCatalog.get(name)
+        assert count_class_instances(records, 3) == [3, 4, 1]
+
+
+def test_bad_frequency_type():
+    with pytest.raises(ValueError, match="FREQUENCY_TYPE is 'boxes'; expected one of"):
+        class_frequencies_from_config(cfg_with("MODEL.DISALIGN.FREQUENCY_TYPE", "boxes"))
+
+
+def test_json_image_count_of_unannotated_class_warns(tmp_path, caplog):
+    cats = [{"id": i, "name": f"u{i}", "image_count": n} for i, n in ((1, 2), (2, 5), (3, 1))]
+    path = str(tmp_path / "u.json")
+    _write_lvis_json(path, [[1], [1, 3]], cats)  # class 2 has no annotation at all
+    register_disalign_instances("det_test_unannotated", path, str(tmp_path))
+    opts = ("DATASETS.TRAIN", "('det_test_unannotated',)", "MODEL.ROI_HEADS.NUM_CLASSES", "3")
+    with caplog.at_level(logging.WARNING, logger="disalign_det"):
+        counts, _ = class_frequencies_from_config(cfg_with(*opts))
+    assert counts == [2.0, 5.0, 1.0]  # the json's counts are still used
+    assert "1 class(es) a nonzero image_count" in caplog.text and "u2" in caplog.text
+    assert "u1" not in caplog.text and "u.json" in caplog.text
+
+
+def test_frequency_file_with_other_class_count_than_dataset(tmp_path):
+    """A file whose names are a prefix of the dataset's classes: an error, no StopIteration."""
+    name = "det_test_13_classes"
+    DatasetCatalog.register(name, lambda: [])
+    MetadataCatalog.get(name).set(thing_classes=[f"c{i}" for i in range(13)])
+    path = str(tmp_path / "f.json")
+    write_class_frequencies(path, [1.0] * 12, [f"c{i}" for i in range(12)])
+    cfg = cfg_with(
+        "DATASETS.TRAIN", f"('{name}',)", "MODEL.ROI_HEADS.NUM_CLASSES", "12",
+        "MODEL.DISALIGN.FREQUENCY_FILE", path,
+    )  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"f.json.*names 12 classes, but det_test_13_classes has 13"
+    ):
+        class_frequencies_from_config(cfg)
