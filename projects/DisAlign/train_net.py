@@ -11,6 +11,11 @@ MODEL.DISALIGN.FREEZE, CALIBRATION and REWEIGHT to True.
 
 ``--register`` (repeatable) registers a dataset in LVIS json format under any name (see
 disalign_det.register_disalign_instances) in every process, before training.
+``--write-class-weights`` writes each process's GRW class weights to
+OUTPUT_DIR/class_weights_rank{r}.json (to check that all processes train with the same ones).
+
+Before training (or --eval-only) every image of DATASETS.TRAIN and DATASETS.TEST (only TEST
+with --eval-only) must exist: a missing one is an error listing them, not a crash hours in.
 """
 import json
 import logging
@@ -28,6 +33,7 @@ from disalign_det import (
     DisAlignCheckpointer,
     DisAlignFastRCNNOutputLayers,
     add_disalign_config,
+    check_dataset_images,
     freeze_for_calibration,
     register_disalign_instances,
 )
@@ -134,6 +140,11 @@ def setup(args):
 def main(args):
     register_datasets(getattr(args, "register", None))
     cfg = setup(args)
+    # One os.path.exists per image now, rather than a crash when the loader reaches it.
+    to_check = [("DATASETS.TEST", cfg.DATASETS.TEST)]
+    if not args.eval_only:
+        to_check.insert(0, ("DATASETS.TRAIN", cfg.DATASETS.TRAIN))
+    check_dataset_images(to_check)
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -146,7 +157,7 @@ def main(args):
         return res
 
     trainer = Trainer(cfg)
-    if cfg.MODEL.DISALIGN.REWEIGHT:
+    if cfg.MODEL.DISALIGN.REWEIGHT and getattr(args, "write_class_weights", False):
         write_class_weights(trainer.model, cfg.OUTPUT_DIR)
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
@@ -163,6 +174,11 @@ def argument_parser():
         action="append",
         metavar=("NAME", "JSON", "IMAGE_ROOT"),
         help="register an LVIS-format dataset under NAME before training (repeatable)",
+    )
+    parser.add_argument(
+        "--write-class-weights",
+        action="store_true",
+        help="write this process's GRW class weights to OUTPUT_DIR/class_weights_rank{r}.json",
     )
     return parser
 
