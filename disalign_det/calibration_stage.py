@@ -10,6 +10,7 @@ a stage-1 checkpoint are expected: they keep their identity initialisation (alph
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from typing import List
 
@@ -74,6 +75,17 @@ class DisAlignCheckpointer(DetectionCheckpointer):
         self._source_key = (
             "last_checkpoint" if resume and self.has_checkpoint() else "MODEL.WEIGHTS"
         )
+        if self._source_key == "last_checkpoint":
+            named = self.get_checkpoint_file()
+            if not os.path.isfile(named):  # e.g. last_checkpoint itself cut off while written
+                self._source_key = None
+                tag = os.path.join(self.save_dir, "last_checkpoint")
+                raise ValueError(
+                    f"{tag!r} (OUTPUT_DIR/last_checkpoint, --resume) names "
+                    f"{os.path.basename(named)!r}, which is not a file in OUTPUT_DIR. Write the "
+                    "name of a complete model_*.pth of OUTPUT_DIR into it, or start again "
+                    "without --resume."
+                )
         try:
             return super().resume_or_load(path, resume=resume)
         finally:

@@ -157,7 +157,7 @@ def test_missing_frequency_data(tmp_path):
         class_frequencies_from_config(cfg_with("DATASETS.TRAIN", "('no_such_dataset',)"))
     with pytest.raises(
         FileNotFoundError,
-        match=r"class frequency file '.*nope.txt' \(config key MODEL.DISALIGN.FREQUENCY_FILE\) not found",
+        match=r"file '.*nope.txt' \(config key MODEL.DISALIGN.FREQUENCY_FILE\) not found",
     ):
         class_frequencies_from_config(
             cfg_with("MODEL.DISALIGN.FREQUENCY_FILE", str(tmp_path / "nope.txt"))

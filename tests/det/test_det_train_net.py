@@ -4,6 +4,7 @@ of bad input (checkpoints, frequency files, missing images)."""
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -220,22 +221,32 @@ def test_damaged_stage1_checkpoint_names_file_and_key(stage1, tmp_path, damage):
     assert_untouched(tmp_path, before)
 
 
-def test_damaged_last_checkpoint_on_resume(stage1, tmp_path):
+@pytest.mark.parametrize("damage", ["checkpoint", "tag"])
+def test_damaged_last_checkpoint_on_resume(stage1, tmp_path, damage):
+    """Killed while writing a checkpoint (a truncated model_*.pth named by last_checkpoint) or
+    while writing last_checkpoint itself (empty)."""
     out1, _ = stage1
     out = tmp_path / "out"
     out.mkdir()
     good = (out1 / "model_final.pth").read_bytes()
-    (out / "model_0000001.pth").write_bytes(good[: len(good) // 3])  # killed while saving
-    (out / "last_checkpoint").write_text("model_0000001.pth")
+    (out / "model_0000001.pth").write_bytes(
+        good[: len(good) // 3] if damage == "checkpoint" else good
+    )
+    (out / "last_checkpoint").write_text("model_0000001.pth" if damage == "checkpoint" else "")
     before = snapshot(tmp_path)
     argv = ["--resume", "--config-file", STAGE2_CFG, *common_opts(out, 4, test=False),
             "MODEL.WEIGHTS", str(out1 / "model_final.pth")]  # fmt: skip
     with pytest.raises(ValueError) as e:
         run(argv)
     msg = str(e.value)
-    assert f"cannot read '{out / 'model_0000001.pth'}'" in msg
-    assert f"named by last_checkpoint in OUTPUT_DIR '{out}'" in msg
-    assert "earlier complete model_*.pth" in msg and "without --resume" in msg
+    if damage == "checkpoint":
+        assert f"cannot read '{out / 'model_0000001.pth'}'" in msg
+        assert f"named by last_checkpoint in OUTPUT_DIR '{out}'" in msg
+        assert "earlier complete model_*.pth" in msg
+    else:
+        assert f"'{out / 'last_checkpoint'}' (OUTPUT_DIR/last_checkpoint, --resume) names ''" in msg
+        assert "complete model_*.pth of OUTPUT_DIR" in msg
+    assert "without --resume" in msg
     assert_untouched(tmp_path, before)
 
 
@@ -284,3 +295,29 @@ def test_missing_images_fail_before_training(synth_dataset, tmp_path, eval_only)
     assert "Check the image root" in msg and "--register" in msg
     assert "DATASETS.TRAIN" not in msg  # the training images are all there
     assert_untouched(tmp_path, before)
+
+
+def test_json_image_count_of_class_without_annotations_warns(
+    stage1, synth_dataset, tmp_path, caplog
+):
+    """The json's image_count still claims images of a class whose annotations were removed."""
+    out1, _ = stage1
+    info = synth_dataset
+    data = json.loads(open(info["train_json"]).read())
+    dropped = data["categories"][4]  # id 5
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != dropped["id"]]
+    edited = tmp_path / "train_without_one_class.json"
+    edited.write_text(json.dumps(data))
+    before = snapshot(tmp_path)
+    name = "det_test_train_without_one_class"
+    argv = ["--register", name, str(edited), info["image_root"],
+            "--config-file", STAGE2_CFG, *common_opts(tmp_path / "out", 1, test=False),
+            "DATASETS.TRAIN", f"('{name}',)", "MODEL.WEIGHTS", str(out1 / "model_final.pth")]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="disalign_det"):
+        run(argv)
+    warning = [r.getMessage() for r in caplog.records if "no annotation of them" in r.getMessage()]
+    assert len(warning) == 1, caplog.text
+    assert "1 class(es) a nonzero image_count" in warning[0]
+    assert dropped["name"] in warning[0] and str(edited) in warning[0]
+    assert "correct image_count in the json" in warning[0]
+    assert snapshot(tmp_path)[edited] == before[edited]
