@@ -6,15 +6,19 @@ Importing registers, in mmseg's registries:
 - MODELS: ``DisAlignHead`` (calibrates any decode head), ``DisAlignEncoderDecoder`` (the
   calibration stage's segmentor, everything else frozen), ``GRWCrossEntropyLoss``;
 - METRICS: ``LongTailIoUMetric`` (mIoU/mAcc overall and for head, body and tail classes);
-and lets mmengine checkpoints load under torch >= 2.6 (``checkpoint_compat``).
+- HOOKS: ``DisAlignDataCheckHook`` (missing data files, frequency class names, before_run);
+lets mmengine checkpoints load under torch >= 2.6, and explains unreadable checkpoint files
+(``checkpoint_compat``).
 """
 
-from .checkpoint_compat import allow_mmengine_checkpoints
+from .checkpoint_compat import allow_mmengine_checkpoints, install_checkpoint_errors
 
 # Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
 allow_mmengine_checkpoints()
+install_checkpoint_errors()
 
 # Importing the modules registers their components.
+from .data_check_hook import DisAlignDataCheckHook  # noqa: E402
 from .disalign_encoder_decoder import DisAlignEncoderDecoder  # noqa: E402
 from .disalign_head import DisAlignHead, calibrated_head_class  # noqa: E402
 from .frequencies import load_class_frequencies  # noqa: E402
@@ -22,6 +26,7 @@ from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
 from .long_tail_metric import LongTailIoUMetric  # noqa: E402
 
 __all__ = [
+    "DisAlignDataCheckHook",
     "DisAlignEncoderDecoder",
     "DisAlignHead",
     "GRWCrossEntropyLoss",

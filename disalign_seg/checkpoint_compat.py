@@ -16,18 +16,40 @@ turns the protection off for every load in the process.
 ``getattr(HistoryBuffer, 'min')``. Allowing ``builtins.getattr`` itself would let a checkpoint
 fetch any attribute of any allowed object, so the name is mapped to ``_history_buffer_getattr``,
 which only returns the statistics methods of ``HistoryBuffer``.
+
+Unreadable checkpoints: an empty or truncated file (an interrupted save or copy) makes
+``torch.load`` raise a bare ``EOFError`` or a zip-reader error, and a file holding other objects
+makes it suggest ``weights_only=False``, which would run code from a file nobody vouched for.
+``install_checkpoint_errors`` replaces mmengine's loader of local paths (its
+``CheckpointLoader`` scheme ``''``, used by ``load_from``, ``--resume`` and
+``load_checkpoint``) with one that loads the same way and turns these failures into an error
+naming the file, the config keys that can name it and the fix.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ["mmengine_checkpoint_safe_globals", "allow_mmengine_checkpoints"]
+__all__ = [
+    "CheckpointReadError",
+    "allow_mmengine_checkpoints",
+    "install_checkpoint_errors",
+    "load_local_checkpoint",
+    "mmengine_checkpoint_safe_globals",
+]
+
+# The config keys and flags through which a checkpoint path reaches the loader.
+CHECKPOINT_KEYS = (
+    "load_from (tools/test.py: the checkpoint argument), model.stage1_checkpoint, or with "
+    "--resume the path in <work_dir>/last_checkpoint"
+)
 
 # HistoryBuffer's built-in statistics (HistoryBuffer._set_default_statistics).
 _DEFAULT_STATISTICS = frozenset({"min", "max", "current", "mean"})
@@ -69,3 +91,53 @@ def allow_mmengine_checkpoints() -> None:
     """Allow-list the types of mmengine checkpoints for ``torch.load(weights_only=True)``."""
     if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
         torch.serialization.add_safe_globals(mmengine_checkpoint_safe_globals())
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file that exists but cannot be read (empty, truncated, not a checkpoint)."""
+
+
+def _explain(filename: str, err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [""])[0][:200]
+    what = f"{type(err).__name__}{': ' + first if first else ''}"
+    size = os.path.getsize(filename)
+    if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+        return (
+            f"cannot load the checkpoint {filename!r} ({what}): it holds Python objects other "
+            "than tensors and mmengine's training state, which torch refuses to unpickle "
+            f"(weights_only=True). It was named by {CHECKPOINT_KEYS}. Fix: from a trusted "
+            "environment re-save only its tensors (torch.save({'state_dict': "
+            "model.state_dict()}, path)) and point the key to that file; do not load it with "
+            "weights_only=False, which runs code from the file"
+        )
+    return (
+        f"cannot read the checkpoint {filename!r} ({size} bytes; {what}): the file is empty, "
+        "truncated (an interrupted save or copy) or not a PyTorch checkpoint. It was named by "
+        f"{CHECKPOINT_KEYS}. Fix: write it again (re-run the training that saved it, or copy "
+        "it again) or point the key to another checkpoint; to resume from an earlier one, "
+        "delete this file and write the earlier file's path into <work_dir>/last_checkpoint. "
+        "Do not retry with weights_only=False: a damaged or foreign file is no safer unpickled"
+    )
+
+
+def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> Any:
+    """mmengine's local checkpoint loader with errors that name the file, the keys and the fix.
+
+    Loads exactly as mmengine's ``load_from_local`` (``torch.load`` with torch's default
+    ``weights_only``), so the allow-list above still applies.
+    """
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(
+            f"checkpoint {filename!r} does not exist. It was named by {CHECKPOINT_KEYS}. Fix: "
+            "train the stage that writes it first, or give the path of an existing checkpoint"
+        )
+    try:
+        return torch.load(filename, map_location=map_location)
+    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError, KeyError...
+        raise CheckpointReadError(_explain(filename, err)) from err
+
+
+def install_checkpoint_errors() -> None:
+    """Make ``load_local_checkpoint`` mmengine's loader of local paths (scheme '')."""
+    CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)

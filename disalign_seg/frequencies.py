@@ -159,5 +159,5 @@ def check_class_names(
         raise ValueError(
             f"class frequencies {source} ({key}) are not those of {dataset}'s classes: "
             f"{len(bad)} of {len(dataset_classes)} names differ ({shown}"
-            f"{'; ...' if len(bad) > 5 else ''}). A weight would go to the wrong class: {fix}"
+            f"{'; ...' if len(bad) > 5 else ''}). Weights or groups would go to the wrong classes: {fix}"
         )

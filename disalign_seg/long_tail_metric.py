@@ -20,7 +20,13 @@ from mmseg.registry import METRICS
 
 from disalign_core import ADE20K_SHARE_THRESHOLDS, group_indices, groups_by_share
 
-from .frequencies import FrequencySource, load_class_frequencies, share_total
+from .frequencies import (
+    FrequencySource,
+    check_class_names,
+    describe_source,
+    load_class_frequencies,
+    share_total,
+)
 
 __all__ = ["LongTailIoUMetric"]
 
@@ -49,7 +55,8 @@ class LongTailIoUMetric(IoUMetric):
         super().__init__(**kwargs)
         if "mIoU" not in self.metrics:
             raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
-        counts, _ = load_class_frequencies(class_frequencies)
+        counts, self.class_names = load_class_frequencies(class_frequencies)
+        self.frequency_source = describe_source(class_frequencies)
         self.group_names = list(group_names)
         self.class_groups: List[str] = groups_by_share(
             counts, thresholds, group_names, total=share_total(class_frequencies)
@@ -65,6 +72,14 @@ class LongTailIoUMetric(IoUMetric):
                 f"LongTailIoUMetric has frequencies for {len(self.class_groups)} classes but the "
                 f"dataset has {len(classes)}: the frequency file does not match the dataset"
             )
+        # A file of another dataset with the same class count would group the wrong classes.
+        check_class_names(
+            self.class_names,
+            classes,
+            source=self.frequency_source,
+            key="val_evaluator.class_frequencies / test_evaluator.class_frequencies",
+            dataset="the evaluated dataset",
+        )
         self._dataset_meta = dataset_meta
 
     def compute_metrics(self, results: list) -> Dict[str, float]:

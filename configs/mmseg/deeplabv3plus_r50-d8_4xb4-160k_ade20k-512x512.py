@@ -13,3 +13,7 @@ val_evaluator = dict(
     class_frequencies=ade20k_class_frequencies,
     thresholds=(0.01, 0.001))
 test_evaluator = val_evaluator
+
+# Before any iteration: every listed image/label map exists, and the GRW loss's frequency file
+# names the dataset's classes (disalign_seg.DisAlignDataCheckHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook')]

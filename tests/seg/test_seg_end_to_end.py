@@ -3,7 +3,10 @@
 import json
 import os
 import re
-import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import torch
 
@@ -55,13 +58,13 @@ def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     assert "tail_mIoU" in out1  # validation with the long-tail metric
     ckpt1 = os.path.join(w1, "iter_4.pth")
 
-    # Stage 2 from the stage-1 checkpoint via load_from.
+    # Stage 2 from the stage-1 checkpoint, given as the model's stage1_checkpoint.
     w2 = str(tmp_path / "stage2")
+    stage1_opt = f"model.stage1_checkpoint={ckpt1}"
     out2 = run_tool(
-        [train, STAGE2, "--work-dir", w2, "--cfg-options", f"load_from={ckpt1}", *_iters(4, 2)],
-        env=env,
+        [train, STAGE2, "--work-dir", w2, "--cfg-options", stage1_opt, *_iters(4, 2)], env=env
     )
-    assert f"Load checkpoint from {ckpt1}" in out2
+    assert f"loading the stage-1 checkpoint {ckpt1}" in out2
     missing = re.search(r"missing keys in source state_dict: (.*)", out2)
     assert missing and set(missing.group(1).strip().split(", ")) == {
         f"decode_head.calibration.{n}"
@@ -82,27 +85,49 @@ def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     for key in ("aAcc", "mIoU", "mAcc", "head_mIoU", "body_mIoU", "tail_mIoU", "tail_mAcc"):
         assert re.search(rf"\b{key}: (\d|nan)", out_t), key  # nan: group absent from val
 
-    # Resume an interrupted stage 2: keep only its iteration-2 checkpoint, then --resume.
-    # (mmengine resumes from load_from when it is set, so the stage-1 path is cleared.)
-    w3 = str(tmp_path / "stage2_resumed")
-    os.makedirs(w3)
-    shutil.copy(os.path.join(w2, "iter_2.pth"), w3)
-    with open(os.path.join(w3, "last_checkpoint"), "w") as f:
-        f.write(os.path.join(w3, "iter_2.pth"))
-    out3 = run_tool(
-        [
-            train,
-            STAGE2,
-            "--work-dir",
-            w3,
-            "--resume",
-            "--cfg-options",
-            "load_from=None",
-            *_iters(4, 2),
-        ],
+    # Multi-scale + flip test (the paper's ADE20K Table 6 setting): mmseg's SegTTAModel wraps
+    # the DisAlign segmentor; 3 scales x 2 flips, merged by averaging the softmax scores.
+    out_tta = run_tool(
+        [test, STAGE2, os.path.join(w2, "iter_4.pth"), "--tta", "--work-dir", str(tmp_path / "t")],
         env=env,
     )
-    assert "resumed epoch: 0, iter: 2" in out3
-    assert "Iter(train) [3/4]" in out3 and "Iter(train) [1/4]" not in out3
-    resumed = torch.load(os.path.join(w3, "iter_4.pth"), map_location="cpu")
-    assert resumed["meta"]["iter"] == 4
+    for key in ("mIoU", "head_mIoU", "tail_mIoU"):
+        assert re.search(rf"\b{key}: (\d|nan)", out_tta), key
+    # The run's config dump: the TTA wrapper around the DisAlign segmentor, TTA pipeline.
+    tta_model = re.search(
+        r"\nmodel = dict\(\s*_scope_='mmseg',\s*module=dict\((.*?)\n\S", out_tta, re.S
+    )
+    assert tta_model and "type='DisAlignEncoderDecoder'),\n    type='SegTTAModel')" in out_tta
+    assert "type='TestTimeAug'" in out_tta
+
+    # Kill -9 a stage-2 run once it has written a checkpoint, then mmseg's plain --resume.
+    w3 = str(tmp_path / "stage2_killed")
+    n = 8
+    cmd = [train, STAGE2, "--work-dir", w3, "--cfg-options", stage1_opt, *_iters(n, 2)]
+    log = open(tmp_path / "killed.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable] + cmd,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    last = os.path.join(w3, "last_checkpoint")
+    deadline = time.time() + 240
+    while not os.path.exists(last) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-4000:]
+    resumed_from = open(last).read().strip()
+    done = int(re.search(r"iter_(\d+)\.pth", resumed_from).group(1))
+    assert done < n
+    out3 = run_tool([*cmd[:4], "--resume", *cmd[4:]], env=env)  # the same command + --resume
+    assert f"Auto resumed from the latest checkpoint {resumed_from}" in out3
+    assert f"resumed epoch: 0, iter: {done}" in out3
+    assert f"Iter(train) [{done + 1:>2}/{n}]" in out3 and "Iter(train) [ 1/" not in out3
+    final = torch.load(os.path.join(w3, f"iter_{n}.pth"), map_location="cpu")
+    assert final["meta"]["iter"] == n
+    for key, value in s1.items():  # the resumed run still holds the frozen stage-1 weights
+        assert torch.equal(final["state_dict"][key], value), key

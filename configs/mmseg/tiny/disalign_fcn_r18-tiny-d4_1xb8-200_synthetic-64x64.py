@@ -1,10 +1,13 @@
 # DisAlign stage 2 on CPU for the tiny fcn stage-1 model: everything frozen but the
 # calibration, GRW loss (rho 1.0), auxiliary loss weight 0. Give the stage-1 checkpoint with
-# --cfg-options load_from=WORK_DIR/iter_600.pth (or edit load_from).
+# --cfg-options model.stage1_checkpoint=WORK_DIR/iter_600.pth; resume with plain --resume.
 _base_ = './fcn_r18-tiny-d4_1xb8-600_synthetic-64x64.py'
 model = dict(
     type='DisAlignEncoderDecoder',
     freeze_for_calibration=True,
+    # Loaded when training starts (init_weights), not through load_from, so that --resume
+    # continues this run from its own last checkpoint.
+    stage1_checkpoint='work_dirs/fcn_r18-tiny-d4_1xb8-600_synthetic-64x64/iter_600.pth',
     decode_head=dict(
         type='DisAlignHead',
         head='FCNHead',
@@ -27,6 +30,3 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))
-# To resume an interrupted stage 2 give --resume --cfg-options load_from=None: with load_from
-# set, mmengine resumes from it (the stage-1 checkpoint) instead of this run's last one.
-load_from = 'work_dirs/fcn_r18-tiny-d4_1xb8-600_synthetic-64x64/iter_600.pth'

@@ -73,6 +73,9 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+# Before any iteration: every listed image/label map exists, and the GRW loss's frequency file
+# names the dataset's classes (disalign_seg.DisAlignDataCheckHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -20,6 +20,22 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip test (tools/test.py --tta; mmseg's SegTTAModel from default_runtime), as
+# mmseg's ADE20K tta_pipeline with fewer scales. The metric compares with the original labels.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in (0.75, 1.0, 1.25)],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ])
+]
 dataset_common = dict(
     type=dataset_type,
     data_root=data_root,
