@@ -74,11 +74,14 @@ def share_total(source: FrequencySource) -> Optional[float]:
     return 1.0 if _is_object_info(source) else None
 
 
-def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Optional[List[str]]]:
+def load_class_frequencies(
+    source: FrequencySource, key: Optional[str] = None
+) -> Tuple[List[float], Optional[List[str]]]:
     """Per-class pixel frequencies (any positive scale) and class names when known.
 
     Args:
         source (str | sequence of float): a file path (formats above) or the numbers themselves.
+        key (str, optional): the config key that named the source, for error messages.
 
     Returns:
         (counts, names): (K,) frequencies, and (K,) names or None.
@@ -91,15 +94,17 @@ def load_class_frequencies(source: FrequencySource) -> Tuple[List[float], Option
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"class frequency file not found: {path!r} (compute it with "
-                "tools/compute_pixel_frequencies.py, or give ADE20K's objectInfo150.txt)"
+                f"class frequency file not found: {path!r}"
+                + (f" (config key {key})" if key else "")
+                + ": compute it with tools/compute_pixel_frequencies.py, or give ADE20K's "
+                "objectInfo150.txt"
             )
         if _is_object_info(path):
             with open(path) as f:
                 lines = f.readlines()
             first = next(ln for ln in lines if ln.strip())
             return _read_object_info(path, lines[lines.index(first) :])
-        return read_class_frequencies(path)
+        return read_class_frequencies(path, key=key)
     counts = [float(c) for c in source]
     if not counts:
         raise ValueError("class frequencies are empty")

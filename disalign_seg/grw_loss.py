@@ -31,7 +31,10 @@ from disalign_core.losses import check_reduction
 
 from .frequencies import FrequencySource, describe_source, load_class_frequencies
 
-__all__ = ["GRWCrossEntropyLoss"]
+__all__ = ["GRWCrossEntropyLoss", "LOSS_FREQUENCY_KEY"]
+
+# Where the shipped configs set the loss's frequencies (error messages name it).
+LOSS_FREQUENCY_KEY = "model.decode_head.loss_decode.class_frequencies"
 
 
 @MODELS.register_module()
@@ -67,7 +70,7 @@ class GRWCrossEntropyLoss(nn.Module):
     ):
         super().__init__()
         check_reduction(reduction, avg_mode)
-        counts, names = load_class_frequencies(class_frequencies)
+        counts, names = load_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
         weights = grw_class_weights(
             counts, rho, num_classes=num_classes, zero_count=zero_count, class_names=names
         )

@@ -55,7 +55,9 @@ class LongTailIoUMetric(IoUMetric):
         super().__init__(**kwargs)
         if "mIoU" not in self.metrics:
             raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
-        counts, self.class_names = load_class_frequencies(class_frequencies)
+        counts, self.class_names = load_class_frequencies(
+            class_frequencies, key="val_evaluator.class_frequencies"
+        )
         self.frequency_source = describe_source(class_frequencies)
         self.group_names = list(group_names)
         self.class_groups: List[str] = groups_by_share(
