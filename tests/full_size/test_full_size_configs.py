@@ -1,0 +1,67 @@
+"""The shipped LVIS and ADE20K configs at full size (benchmarks/full_size_configs.py), for one
+detectron2 family and one MMSegmentation family: generated data of the config's size with the
+dataset's real class list, stage 1 -> checkpoint -> stage 2 from it -> the config's evaluator.
+The other families run with the same script (README, "Full-size runs")."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "benchmarks", "full_size_configs.py")
+
+
+def run_family(out, family):
+    cmd = [
+        sys.executable, SCRIPT, "--out", str(out), "--family", family, "--iters", "1",
+        "--no-timing", "--det-train-images", "2", "--det-val-images", "1",
+        "--seg-train-images", "4", "--seg-val-images", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Overrides of the shipped configs" in proc.stdout
+    return json.load(open(out / "full_size_results.json"))[f"{family}@R_50"]["run"]
+
+
+def load_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state.get("model", state.get("state_dict"))
+
+
+def assert_only_calibration_changed(stage1, stage2, calibration_key):
+    for k, v in stage1.items():
+        if k in stage2:
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(stage2[k])), f"{k} changed in stage 2"
+    assert not torch.equal(stage2[calibration_key], torch.zeros_like(stage2[calibration_key]))
+
+
+def test_lvis_v1_mask_rcnn_r50_full_size(tmp_path):
+    run = run_family(tmp_path, "LVISv1/mask_rcnn")
+    for stage in ("stage1", "stage2"):
+        for task in ("bbox", "segm"):  # LVISEvaluator's metrics, boxes and masks
+            assert {"AP", "APr", "APc", "APf"} <= set(run[stage]["metrics"][task])
+    out = tmp_path / "output" / "LVISv1"
+    s1 = load_state(out / "mask_rcnn_R_50_FPN_1x" / "model_final.pth")
+    s2 = load_state(out / "disalign_mask_rcnn_R_50_FPN_1x" / "model_final.pth")
+    # the config's model: ResNet-50 (6 res4 blocks), 1203 LVIS v1 classes + background
+    assert "backbone.bottom_up.res4.5.conv1.weight" in s1
+    assert "backbone.bottom_up.res4.6.conv1.weight" not in s1
+    assert tuple(s1["roi_heads.box_predictor.cls_score.weight"].shape) == (1204, 1024)
+    assert tuple(s2["roi_heads.box_predictor.calibration.alpha"].shape) == (1203,)
+    assert_only_calibration_changed(s1, s2, "roi_heads.box_predictor.calibration.alpha")
+
+
+def test_ade20k_fcn_r50_full_size(tmp_path):
+    run = run_family(tmp_path, "ADE20K/fcn")
+    for stage in ("stage1", "stage2"):
+        assert {"mIoU", "mAcc", "head_mIoU", "body_mIoU", "tail_mIoU"} <= set(run[stage]["metrics"])
+    work = tmp_path / "work_dirs"
+    s1 = load_state(work / "fcn_r50-d8_4xb4-160k_ade20k-512x512_ADE20K_stage1" / "iter_1.pth")
+    s2 = load_state(work / "fcn_r50-d8_4xb4-160k_ade20k-512x512_ADE20K_stage2" / "iter_1.pth")
+    assert tuple(s1["decode_head.conv_seg.weight"].shape) == (150, 512, 1, 1)
+    assert "backbone.layer3.5.conv1.weight" in s1 and "backbone.layer3.6.conv1.weight" not in s1
+    assert_only_calibration_changed(s1, s2, "decode_head.calibration.alpha")
