@@ -126,7 +126,8 @@ def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     out3 = run_tool([*cmd[:4], "--resume", *cmd[4:]], env=env)  # the same command + --resume
     assert f"Auto resumed from the latest checkpoint {resumed_from}" in out3
     assert f"resumed epoch: 0, iter: {done}" in out3
-    assert f"Iter(train) [{done + 1:>2}/{n}]" in out3 and "Iter(train) [ 1/" not in out3
+    w = len(str(n))  # mmengine pads the iteration to the width of max_iters
+    assert f"Iter(train) [{done + 1:>{w}}/{n}]" in out3 and f"Iter(train) [{1:>{w}}/" not in out3
     final = torch.load(os.path.join(w3, f"iter_{n}.pth"), map_location="cpu")
     assert final["meta"]["iter"] == n
     for key, value in s1.items():  # the resumed run still holds the frozen stage-1 weights
