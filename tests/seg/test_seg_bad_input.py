@@ -188,3 +188,17 @@ def test_stage1_checkpoint_missing_or_empty(tmp_path):
         match=r"empty.pth' \(0 bytes; EOFError.*" r"model.stage1_checkpoint.*Fix: write it again",
     ):
         model.init_weights()
+
+
+def test_stage1_checkpoint_of_another_class_count_is_refused(tmp_path):
+    cfg = tiny_segmentor_cfg(disalign_head_cfg(FCN_HEAD), segmentor="DisAlignEncoderDecoder")
+    other = MODELS.build(
+        tiny_segmentor_cfg(dict(FCN_HEAD, num_classes=3), segmentor="EncoderDecoder")
+    )
+    path = tmp_path / "three_classes.pth"
+    torch.save({"state_dict": other.state_dict(), "meta": {}}, path)
+    model = MODELS.build(dict(cfg, stage1_checkpoint=str(path)))
+    with pytest.raises(
+        ValueError, match=r"decode_head.conv_seg.weight has 3 classes.*num_classes=5"
+    ):
+        model.init_weights()
