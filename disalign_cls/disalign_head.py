@@ -57,6 +57,11 @@ def _head_class(head: HeadSpec) -> type:
         raise TypeError(f"DisAlignClsHead: head must be a ClsHead subclass, got {cls!r}")
     if issubclass(cls, DisAlignClsHead):
         raise TypeError(f"DisAlignClsHead: {cls.__name__} is already calibrated; do not nest them")
+    if cls is ClsHead:
+        raise TypeError(
+            "DisAlignClsHead: ClsHead has no classifier (it passes its input through); give a "
+            "head with a linear classifier, e.g. 'LinearClsHead' or 'CosineClsHead'"
+        )
     return cls
 
 
