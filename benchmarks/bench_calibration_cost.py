@@ -22,7 +22,9 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+# common.py beside this script; the checkout's packages, whether or not this environment
+# installed them all (disalign_demo).
+sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT]
 from common import measure, ratio_line, run_isolated, time_calls  # noqa: E402
 
 DET_STAGE1 = "configs/detectron2/demo/faster_rcnn_tiny_synth.yaml"
@@ -36,13 +38,13 @@ def _det_model(config: str):
     import torch
     from detectron2.config import get_cfg
 
-    sys.path.insert(0, os.path.join(ROOT, "projects", "DisAlign"))
-    from train_net import Trainer  # noqa: E402
-
+    from disalign_demo.det import add_tiny_backbone_config
     from disalign_det import add_disalign_config
+    from disalign_det.engine import Trainer
 
     cfg = get_cfg()
     add_disalign_config(cfg)
+    add_tiny_backbone_config(cfg)
     cfg.merge_from_file(os.path.join(ROOT, config))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -10,7 +10,7 @@ __all__ = ["add_disalign_config"]
 
 
 def add_disalign_config(cfg: CN) -> None:
-    """Add the ``MODEL.DISALIGN`` and ``MODEL.TINY_BACKBONE`` nodes to ``cfg`` (in place)."""
+    """Add the ``MODEL.DISALIGN`` node to ``cfg`` (in place)."""
     _C = cfg
     _C.MODEL.DISALIGN = CN()
     # Box classifier h_o: "linear" (z_j = w_j . x + b_j) or "cosine"
@@ -49,10 +49,3 @@ def add_disalign_config(cfg: CN) -> None:
     # Calibration stage: freeze everything but the calibration (BatchNorm statistics included)
     # and skip the losses of the frozen mask/keypoint heads.
     _C.MODEL.DISALIGN.FREEZE = False
-
-    # A tiny from-scratch backbone for CPU tests and demos (build_disalign_tiny_fpn_backbone).
-    _C.MODEL.TINY_BACKBONE = CN()
-    # Channels of the four stages (strides 4, 8, 16, 32; named res2..res5 like ResNet's).
-    _C.MODEL.TINY_BACKBONE.WIDTHS = [16, 32, 64, 128]
-    # Normalization after each conv: "BN", "GN", "SyncBN" or "" (FrozenBN diverges from scratch).
-    _C.MODEL.TINY_BACKBONE.NORM = "BN"

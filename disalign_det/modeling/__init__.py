@@ -1,7 +1,6 @@
-"""DisAlign modeling components. Importing these modules registers the ROI heads, the RPN and
-the tiny backbones in detectron2's registries."""
+"""DisAlign modeling components. Importing these modules registers the ROI heads and the RPN
+in detectron2's registries."""
 
-from .backbone import TinyConvNet
 from .box_predictor import DisAlignFastRCNNOutputLayers
 from .cascade_roi_heads import DisAlignCascadeROIHeads
 from .roi_heads import DisAlignStandardROIHeads
@@ -12,5 +11,4 @@ __all__ = [
     "DisAlignStandardROIHeads",
     "DisAlignCascadeROIHeads",
     "DisAlignRPN",
-    "TinyConvNet",
 ]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from det_testing import NUM_CLASSES, TRAIN, VAL
 
+from disalign_demo.det import generate_lvis_synthetic
 from disalign_det import register_disalign_instances
-from disalign_det.synthetic import generate_lvis_synthetic
 
 
 @pytest.fixture(scope="session")

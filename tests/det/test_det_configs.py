@@ -1,9 +1,12 @@
-"""Every shipped detectron2 YAML parses into a config with the DisAlign keys."""
+"""Every shipped detectron2 YAML parses into a config with the DisAlign keys, and says only what
+differs from its base."""
 
 import glob
 import os
 
 import pytest
+import yaml
+from detectron2 import model_zoo
 from detectron2.modeling import build_model
 
 from det_testing import CONFIGS, tiny_cfg
@@ -71,3 +74,63 @@ def test_cpu_configs_build(path):
     cfg = tiny_cfg(path, ["MODEL.DISALIGN.REWEIGHT", "False"])  # no dataset needed to build
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+def _key_paths(node, prefix=()):
+    """Dotted key paths of the leaves of a YAML mapping."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _key_paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def _value(cfg, path):
+    for key in path:
+        cfg = cfg[key]
+    return cfg
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: os.path.relpath(p, CONFIGS))
+def test_no_key_repeats_its_base(path):
+    """A key a YAML sets has another value than its _BASE_ gives (the Base configs: than
+    detectron2's and add_disalign_config's defaults, except the keys of detectron2's own
+    Base-RCNN-FPN.yaml, which they repeat because it cannot be their _BASE_)."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    base = raw.get("_BASE_")
+    base_cfg = tiny_cfg(os.path.join(os.path.dirname(path), base)) if base else tiny_cfg(None)
+    mirrored = set()
+    if not base:
+        with open(model_zoo.get_config_file("Base-RCNN-FPN.yaml")) as f:
+            mirrored = set(_key_paths(yaml.safe_load(f)))
+    cfg = tiny_cfg(path)
+    repeated = [
+        ".".join(p)
+        for p in _key_paths(raw)
+        if p != ("_BASE_",) and p not in mirrored and _value(cfg, p) == _value(base_cfg, p)
+    ]
+    assert not repeated, f"{path} sets keys to the value its base has: {repeated}"
+
+
+def test_stage2_configs_set_only_the_stage2_recipe():
+    """Every LVIS stage-2 YAML sets the same keys to the same values, besides its own paths."""
+    leaves = [p for p in ALL if os.path.basename(p).startswith("disalign_") and "LVIS" in p]
+    assert len(leaves) == 24
+    recipes = set()
+    for path in leaves:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        own = {("_BASE_",), ("MODEL", "WEIGHTS"), ("OUTPUT_DIR",)}
+        recipes.add(tuple((p, str(_value(raw, p))) for p in _key_paths(raw) if p not in own))
+    assert recipes == {
+        (
+            (("MODEL", "DISALIGN", "CALIBRATION"), "True"),
+            (("MODEL", "DISALIGN", "REWEIGHT"), "True"),
+            (("MODEL", "DISALIGN", "FREEZE"), "True"),
+            (("SOLVER", "STEPS"), "(8000,)"),
+            (("SOLVER", "MAX_ITER"), "9000"),
+            (("SOLVER", "CHECKPOINT_PERIOD"), "3000"),
+            (("TEST", "EVAL_PERIOD"), "3000"),
+        )
+    }

@@ -1,8 +1,8 @@
-"""End to end through projects/DisAlign/train_net.py on CPU: stage 1, DisAlign stage 2 from its
-checkpoint, LVIS evaluation, resume of a killed stage 2, a two-process stage 2, and the errors
-of bad input (checkpoints, frequency files, missing images)."""
+"""End to end through disalign_det.engine (what projects/DisAlign/train_net.py runs) on CPU:
+stage 1, DisAlign stage 2 from its checkpoint, LVIS evaluation, resume of a killed stage 2, a
+two-process stage 2 (train_net.py itself), and the errors of bad input (checkpoints, frequency
+files, missing images, config keys without --demo)."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -15,8 +15,11 @@ import time
 import pytest
 import torch
 from detectron2.engine import HookBase
+from detectron2.engine import defaults as d2_defaults
 
 from disalign_core import grw_class_weights
+from disalign_demo.det import add_tiny_backbone_config
+from disalign_det import engine
 
 from det_testing import NUM_CLASSES, REPO, TRAIN, VAL
 
@@ -24,16 +27,8 @@ TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
 Q = os.path.join(REPO, "configs", "detectron2", "quick_schedules")
 STAGE1_CFG = os.path.join(Q, "mask_rcnn_tiny_instant_test.yaml")
 STAGE2_CFG = os.path.join(Q, "disalign_mask_rcnn_tiny_instant_test.yaml")
-
-
-def load_train_net():
-    spec = importlib.util.spec_from_file_location("disalign_train_net", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_net = load_train_net()
+# detectron2's own, taken when this module is imported (before any Trainer is built)
+D2_CREATE_DDP_MODEL = d2_defaults.create_ddp_model
 
 
 def common_opts(output_dir, max_iter, test=True):
@@ -48,8 +43,9 @@ def common_opts(output_dir, max_iter, test=True):
     ]  # fmt: skip
 
 
-def run(argv):
-    return train_net.main(train_net.argument_parser().parse_args(argv))
+def run(argv, config_hooks=(add_tiny_backbone_config,)):
+    """``train_net.py --demo ARGV`` in this process."""
+    return engine.main(engine.argument_parser().parse_args(argv), config_hooks)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +114,8 @@ def test_resume_after_sigkill_of_stage2(stage1, synth_dataset, tmp_path, monkeyp
             "MODEL.WEIGHTS", str(out1 / "model_final.pth"), "SOLVER.CHECKPOINT_PERIOD", "2"]  # fmt: skip
     register = ["--register", TRAIN, info["train_json"], info["image_root"]]
     proc = subprocess.Popen(
-        [sys.executable, TRAIN_NET, *register, *argv], env=subprocess_env(), cwd=str(tmp_path),
+        [sys.executable, TRAIN_NET, "--demo", *register, *argv],
+        env=subprocess_env(), cwd=str(tmp_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -141,9 +138,9 @@ def test_resume_after_sigkill_of_stage2(stage1, synth_dataset, tmp_path, monkeyp
 
     # detectron2's plain --resume (train_net.py's argument parser), 2 more iterations
     _FirstIteration.first.clear()
-    build_hooks = train_net.Trainer.build_hooks
+    build_hooks = engine.Trainer.build_hooks
     monkeypatch.setattr(
-        train_net.Trainer, "build_hooks", lambda self: build_hooks(self) + [_FirstIteration()]
+        engine.Trainer, "build_hooks", lambda self: build_hooks(self) + [_FirstIteration()]
     )
     run(["--resume", *argv, "SOLVER.MAX_ITER", str(resumed_from + 3)])
     assert _FirstIteration.first == [resumed_from + 1]  # continued, not restarted from 0
@@ -160,7 +157,8 @@ def test_two_processes_identical_class_weights(stage1, synth_dataset, tmp_path):
     out = tmp_path / "ddp"
     info = synth_dataset
     cmd = [
-        sys.executable, TRAIN_NET, "--num-gpus", "2", "--dist-url", "auto", "--write-class-weights",
+        sys.executable, TRAIN_NET, "--demo", "--num-gpus", "2", "--dist-url", "auto",
+        "--write-class-weights",
         "--register", TRAIN, info["train_json"], info["image_root"],
         "--config-file", STAGE2_CFG, *common_opts(out, 2, test=False),
         "MODEL.WEIGHTS", str(out1 / "model_final.pth"),
@@ -321,3 +319,56 @@ def test_json_image_count_of_class_without_annotations_warns(
     assert dropped["name"] in warning[0] and str(edited) in warning[0]
     assert "correct image_count in the json" in warning[0]
     assert snapshot(tmp_path)[edited] == before[edited]
+
+
+def test_trainer_leaves_detectron2_create_ddp_model_as_it_was(stage1):
+    """The CPU adaptation of create_ddp_model holds only while a Trainer is built."""
+    assert d2_defaults.create_ddp_model is D2_CREATE_DDP_MODEL
+    assert D2_CREATE_DDP_MODEL.__module__ == "detectron2.engine.defaults"
+
+
+def test_imports_change_nothing_until_asked(tmp_path):
+    """Importing the plugin (engine included) neither patches detectron2 nor registers the
+    demo's backbones; importing disalign_demo imports no framework."""
+    code = (
+        "import sys, disalign_demo\n"
+        "assert 'detectron2' not in sys.modules and 'mmseg' not in sys.modules\n"
+        "from detectron2.engine import defaults\n"
+        "from detectron2.modeling import BACKBONE_REGISTRY\n"
+        "import disalign_det, disalign_det.engine\n"
+        "assert defaults.create_ddp_model.__module__ == 'detectron2.engine.defaults'\n"
+        "assert 'build_disalign_tiny_fpn_backbone' not in BACKBONE_REGISTRY\n"
+        "import disalign_demo.det\n"
+        "assert 'build_disalign_tiny_fpn_backbone' in BACKBONE_REGISTRY\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env(), cwd=str(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_tiny_config_without_demo_names_key_and_option(tmp_path):
+    """train_net.py without --demo on a quick_schedules config: a clear error before any
+    output is written, not detectron2's registry KeyError when the model is built."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", STAGE1_CFG, "OUTPUT_DIR", str(out)],
+        env=subprocess_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: MODEL.BACKBONE.NAME 'build_disalign_tiny_fpn_backbone'")
+    assert f"--config-file {STAGE1_CFG}" in last and "train_net.py --demo" in last
+    assert not out.exists()
+
+
+def test_tiny_backbone_key_without_its_config_function(tmp_path):
+    with pytest.raises(ValueError) as e:
+        run(["--config-file", STAGE1_CFG, *common_opts(tmp_path / "out", 1),
+             "MODEL.TINY_BACKBONE.NORM", "GN"], config_hooks=())  # fmt: skip
+    msg = str(e.value)
+    assert msg.startswith("command-line options: Non-existent key: MODEL.TINY_BACKBONE.NORM.")
+    assert "add_disalign_config" in msg and "train_net.py --demo" in msg
+    assert not (tmp_path / "out").exists()

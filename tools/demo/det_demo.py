@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The detectron2 half of the DisAlign demo: on generated long-tailed LVIS-format data, train
-stage 1 and DisAlign stage 2 through projects/DisAlign/train_net.py's code path, evaluate both
-with LVISEvaluator, and write DIR/det_results.json.
+stage 1 and DisAlign stage 2 with projects/DisAlign/train_net.py's code (disalign_det.engine),
+evaluate both with LVISEvaluator, and write DIR/det_results.json.
 
     python tools/demo/det_demo.py --output output/demo [--quick]
 
@@ -10,7 +10,6 @@ det_results.json: {"stage1": {"AP", "APr", "APc", "APf"}, "disalign": {...}} (bo
 magnitude and margin per class), "commands" (the equivalent command lines), "seconds".
 """
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -20,26 +19,24 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The checkout's packages, whether or not this environment installed them all.
 sys.path.insert(0, REPO)
 
-from disalign_det.synthetic import generate_lvis_synthetic  # noqa: E402
+from disalign_demo.det import add_tiny_backbone_config, generate_lvis_synthetic  # noqa: E402
+from disalign_det import engine  # noqa: E402
 
 TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
 DEMO_CONFIGS = os.path.join(REPO, "configs", "detectron2", "demo")
 METRICS = ("AP", "APr", "APc", "APf")
 
 
-def load_train_net():
-    spec = importlib.util.spec_from_file_location("disalign_train_net", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_stage(train_net, argv, commands):
-    """Run train_net's main in this process with the given command line; return box metrics."""
-    commands.append(" ".join(shlex.quote(a) for a in ["python", os.path.relpath(TRAIN_NET), *argv]))
-    results = train_net.main(train_net.argument_parser().parse_args(argv))
+def run_stage(argv, commands):
+    """Run train_net.py --demo's code in this process with the given command line; return box
+    metrics."""
+    command = ["python", os.path.relpath(TRAIN_NET), "--demo", *argv]
+    commands.append(" ".join(shlex.quote(a) for a in command))
+    args = engine.argument_parser().parse_args(argv)
+    results = engine.main(args, config_hooks=[add_tiny_backbone_config])
     return {k: float(results["bbox"][k]) for k in METRICS}
 
 
@@ -81,19 +78,16 @@ def main(argv=None):
     ]  # fmt: skip
     num_classes = ["MODEL.ROI_HEADS.NUM_CLASSES", str(len(counts))]
 
-    train_net = load_train_net()
     commands = []
     stage1_dir, stage2_dir = os.path.join(out, "det_stage1"), os.path.join(out, "det_disalign")
     print("[det_demo] stage 1: joint learning", flush=True)
     stage1 = run_stage(
-        train_net,
         [*common, "--config-file", os.path.join(DEMO_CONFIGS, "faster_rcnn_tiny_synth.yaml"),
          *num_classes, *stage_opts[0], "OUTPUT_DIR", stage1_dir],
         commands,
     )  # fmt: skip
     print("[det_demo] stage 2: DisAlign calibration", flush=True)
     disalign = run_stage(
-        train_net,
         [*common, "--config-file", os.path.join(DEMO_CONFIGS, "disalign_faster_rcnn_tiny_synth.yaml"),
          *num_classes, *stage_opts[1], "MODEL.WEIGHTS", os.path.join(stage1_dir, "model_final.pth"),
          "OUTPUT_DIR", stage2_dir],
