@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 OUT ?= output/demo
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench full-size lint clean
 
 setup:
 	bash tools/setup_env.sh
@@ -19,6 +19,11 @@ test: setup
 # Speed/memory and post-hoc-baseline benchmarks (ratios measured in one run).
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# Every shipped LVIS and ADE20K config family at full size on generated data (about an hour on
+# 2 CPU cores): stage 1 -> checkpoint -> stage 2 -> the config's evaluator, plus stage-2 cost.
+full-size: setup
+	$(PY) benchmarks/full_size_configs.py --out output/full_size
 
 clean:
 	rm -rf output work_dirs
