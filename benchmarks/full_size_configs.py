@@ -93,9 +93,13 @@ def config_paths(family: dict, backbone: str) -> Optional[Dict[str, str]]:
         return None
     d = os.path.join(ROOT, "configs", "mmseg")
     stage1 = os.path.join(d, f"{family['algo']}_{bb}-d8_4xb4-160k_ade20k-512x512.py")
-    stage2 = sorted(glob.glob(os.path.join(d, f"disalign_{family['algo']}_{bb}-d8_*-8k_ade20k-512x512.py")))
+    stage2 = sorted(
+        glob.glob(os.path.join(d, f"disalign_{family['algo']}_{bb}-d8_*-8k_ade20k-512x512.py"))
+    )
     if len(stage2) != 1:
-        raise FileNotFoundError(f"expected one stage-2 config for {family['algo']} {bb}, found {stage2}")
+        raise FileNotFoundError(
+            f"expected one stage-2 config for {family['algo']} {bb}, found {stage2}"
+        )
     return dict(stage1=stage1, stage2=stage2[0])
 
 
@@ -116,9 +120,7 @@ def _lvis_categories(version: str) -> List[dict]:
     """LVIS categories with detectron2's own metadata (ids 1..K, names, frequency group)."""
     if version == "LVISv1":
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
-        from detectron2.data.datasets.lvis_v1_category_image_count import (
-            LVIS_CATEGORY_IMAGE_COUNT,
-        )
+        from detectron2.data.datasets.lvis_v1_category_image_count import LVIS_CATEGORY_IMAGE_COUNT
 
         counts = {c["id"]: c["image_count"] for c in LVIS_CATEGORY_IMAGE_COUNT}
     else:
@@ -238,7 +240,9 @@ def generate_ade20k(out: str, num_train: int, num_val: int, seed: int = 0) -> No
             label = np.zeros((h, w), np.uint8)
             for _ in range(40):
                 y, x = rng.integers(0, h - 32), rng.integers(0, w - 32)
-                label[y : y + rng.integers(16, 200), x : x + rng.integers(16, 200)] = rng.integers(1, 151)
+                label[y : y + rng.integers(16, 200), x : x + rng.integers(16, 200)] = rng.integers(
+                    1, 151
+                )
             palette = rng.integers(0, 255, (256, 3), dtype=np.uint8)
             Image.fromarray(palette[label]).save(
                 os.path.join(root, "images", split, f"ADE_{split}_{k:08d}.jpg"), quality=90
@@ -266,7 +270,9 @@ def _run(cmd: List[str], cwd: str, env: dict, log_path: str) -> str:
 
 def _det_copypaste(log: str) -> Dict[str, Dict[str, float]]:
     """detectron2's ``copypaste:`` lines of the last evaluation -> {task: {metric: value}}."""
-    out, lines = {}, [ln.split("copypaste: ", 1)[1] for ln in log.splitlines() if "copypaste: " in ln]
+    out, lines = {}, [
+        ln.split("copypaste: ", 1)[1] for ln in log.splitlines() if "copypaste: " in ln
+    ]
     for i in range(len(lines) - 2):
         m = re.match(r"Task: (\w+)", lines[i])
         if m:
@@ -350,19 +356,29 @@ def run_det_family(name: str, cfgs: dict, args, out: str) -> dict:
             "--iters", str(args.iters), "--det-images-per-process", str(args.det_images_per_process)]  # fmt: skip
     subprocess.run([sys.executable, *argv], check=True, env=env)
     for stage in (1, 2):
-        cmd = [sys.executable, TRAIN_NET, "--config-file", cfgs[f"stage{stage}"], *det_overrides(args, stage)]
+        cmd = [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            cfgs[f"stage{stage}"],
+            *det_overrides(args, stage),
+        ]
         if stage == 1:
             cmd += ["MODEL.WEIGHTS", init_file]
         log_path = os.path.join(out, "logs", f"{_slug(name, cfgs)}_stage{stage}.log")
         start = time.time()
         log = _run(cmd, out, env, log_path)
         res[f"stage{stage}"] = dict(
-            command=" ".join(cmd[1:]), seconds=round(time.time() - start, 1), metrics=_det_copypaste(log)
+            command=" ".join(cmd[1:]),
+            seconds=round(time.time() - start, 1),
+            metrics=_det_copypaste(log),
         )
         metrics = res[f"stage{stage}"]["metrics"]
         # LVISEvaluator returns NaN when the model predicted nothing: then nothing was evaluated.
         for task in ("bbox", "segm"):
-            values = [metrics.get(task, {}).get(k, float("nan")) for k in ("AP", "APr", "APc", "APf")]
+            values = [
+                metrics.get(task, {}).get(k, float("nan")) for k in ("AP", "APr", "APc", "APf")
+            ]
             if not all(v == v for v in values):
                 raise RuntimeError(f"{name} stage {stage}: no LVIS {task} metrics in {log_path}")
     return res
@@ -390,7 +406,10 @@ def _seg_metrics(log: str) -> Dict[str, float]:
     found = {}
     for line in log.splitlines():
         if "Iter(val)" in line and "mIoU:" in line:
-            found = {k: float(v) for k, v in re.findall(r"(\w+): (-?[\d.]+|nan)", line.split("Iter(val)")[1])}
+            found = {
+                k: float(v)
+                for k, v in re.findall(r"(\w+): (-?[\d.]+|nan)", line.split("Iter(val)")[1])
+            }
     return found
 
 
@@ -460,7 +479,9 @@ def measure_steps(step, iters: int) -> dict:
     )
 
 
-def det_worker(mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args) -> dict:
+def det_worker(
+    mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args
+) -> dict:
     """One measurement in this process: mode "stage1", "stage2" or "nograd"."""
     import torch
     from detectron2.config import get_cfg
@@ -484,9 +505,11 @@ def det_worker(mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file
     batch = torch.load(batch_file, weights_only=False)
     model.train()
     if mode == "nograd":
+
         def step():
             with torch.no_grad():
                 model(batch)
+
     else:
         optimizer = build_optimizer(cfg, model)
 
@@ -530,7 +553,9 @@ def det_save_batch(stage2_cfg: str, out: str, batch_file: str, args) -> None:
     torch.save(batch, batch_file)
 
 
-def seg_worker(mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args, ckpt: str) -> dict:
+def seg_worker(
+    mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args, ckpt: str
+) -> dict:
     import torch
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
@@ -552,9 +577,11 @@ def seg_worker(mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file
     data = model.data_preprocessor(torch.load(batch_file, weights_only=False), training=True)
     model.train()
     if mode == "nograd":
+
         def step():
             with torch.no_grad():
                 model(**data, mode="loss")
+
     else:
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
 
@@ -653,15 +680,21 @@ def table(results: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="output/full_size")
     parser.add_argument("--family", nargs="+", default=list(families()), choices=list(families()))
     parser.add_argument("--backbone", nargs="+", default=["R_50"], choices=list(DET_BACKBONES))
     parser.add_argument("--iters", type=int, default=2, help="training iterations per stage")
-    parser.add_argument("--time-iters", type=int, default=2, help="timed iterations per measurement")
+    parser.add_argument(
+        "--time-iters", type=int, default=2, help="timed iterations per measurement"
+    )
     parser.add_argument("--no-timing", action="store_true", help="runs only, no cost measurement")
     parser.add_argument(
-        "--timing-only", action="store_true", help="cost only, from an earlier run's checkpoints in --out"
+        "--timing-only",
+        action="store_true",
+        help="cost only, from an earlier run's checkpoints in --out",
     )
     parser.add_argument("--det-images-per-process", type=int, default=2)
     parser.add_argument("--det-train-images", type=int, default=8)
@@ -718,7 +751,9 @@ def main() -> int:
                         raise KeyError(f"--timing-only: no earlier run of {key} in {path}")
                     entry = {"run": results[key]["run"]}
                 else:
-                    runner = run_det_family if families()[name]["framework"] == "det" else run_seg_family
+                    runner = (
+                        run_det_family if families()[name]["framework"] == "det" else run_seg_family
+                    )
                     entry = {"run": runner(name, cfgs, args, out)}
                 if not args.no_timing:
                     entry["cost"] = measure_family(name, cfgs, args, out, entry["run"])

@@ -8,6 +8,7 @@ The factor K (from the authors' code) makes the weights average 1, which keeps t
 the scale of plain cross-entropy. rho = 0 is instance-balanced (all weights 1), rho = 1 is
 class-balanced (inverse frequency). Only ratios of r matter, so raw counts may be passed.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,9 @@ ZERO_COUNT_POLICIES = ("error", "warn")
 Counts = Union[Sequence[float], Tensor]
 
 
-def check_class_counts(counts: Counts, num_classes: int = None, what: str = "class counts") -> Tensor:
+def check_class_counts(
+    counts: Counts, num_classes: int = None, what: str = "class counts"
+) -> Tensor:
     """Validate per-class counts and return them as a float64 tensor of shape (K,).
 
     Raises:
@@ -43,9 +46,7 @@ def check_class_counts(counts: Counts, num_classes: int = None, what: str = "cla
     bad = (~torch.isfinite(t)) | (t < 0)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(
-            f"{what} must be finite and non-negative, got {t[i].item()} for class {i}"
-        )
+        raise ValueError(f"{what} must be finite and non-negative, got {t[i].item()} for class {i}")
     return t
 
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,7 +34,9 @@ def load_state(path):
 def assert_only_calibration_changed(stage1, stage2, calibration_key):
     for k, v in stage1.items():
         if k in stage2:
-            assert torch.equal(torch.as_tensor(v), torch.as_tensor(stage2[k])), f"{k} changed in stage 2"
+            assert torch.equal(
+                torch.as_tensor(v), torch.as_tensor(stage2[k])
+            ), f"{k} changed in stage 2"
     assert not torch.equal(stage2[calibration_key], torch.zeros_like(stage2[calibration_key]))
 
 
