@@ -1,4 +1,6 @@
 """A tiny from-scratch backbone with detectron2's FPN on top, for CPU tests and demos.
+Importing this module registers its two builders in detectron2's ``BACKBONE_REGISTRY``; they
+read ``MODEL.TINY_BACKBONE`` (``add_tiny_backbone_config``).
 
 No pretrained weights can be downloaded here, and FrozenBN from scratch diverges: this
 backbone uses trainable BN or GN. Its features are named like ResNet's (res2..res5, strides
