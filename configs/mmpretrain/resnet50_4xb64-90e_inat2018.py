@@ -1,0 +1,20 @@
+# Stage 1 (joint learning) on iNaturalist 2018: ResNet-50 from scratch, LinearClsHead, plain
+# cross-entropy, 90 epochs (paper supplement, Table 4, "90 Epoch").
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    './_base_/inat2018_bs64.py',
+    './_base_/schedule_sgd_cosine_lt.py',
+]
+custom_imports = dict(imports=['disalign_cls'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='ResNet', depth=50, num_stages=4, out_indices=(3, ), style='pytorch'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes={{_base_.num_classes}},
+        in_channels=2048,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, 5)))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2))
