@@ -67,7 +67,11 @@ def _det_batch(cfg, n: int, with_targets: bool):
     size = cfg.INPUT.MIN_SIZE_TEST
     batch = []
     for _ in range(n):
-        d = {"image": torch.randint(0, 255, (3, size, size), generator=g).float(), "height": size, "width": size}
+        d = {
+            "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+            "height": size,
+            "width": size,
+        }
         if with_targets:
             xy = torch.rand(4, 2, generator=g) * size * 0.6
             wh = 8 + torch.rand(4, 2, generator=g) * size * 0.3
@@ -148,7 +152,9 @@ def _seg_batch(model, cfg, n: int, training: bool):
     for _ in range(n):
         inputs.append(torch.randint(0, 255, (3, h, w), generator=g, dtype=torch.uint8))
         s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, cfg.model.decode_head.num_classes, (1, h, w), generator=g))
+        s.gt_sem_seg = PixelData(
+            data=torch.randint(0, cfg.model.decode_head.num_classes, (1, h, w), generator=g)
+        )
         s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         samples.append(s)
     return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=training)
@@ -197,7 +203,9 @@ WORKERS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--framework", nargs="+", default=["det", "seg"], choices=["det", "seg"])
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per measurement")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -221,10 +229,19 @@ def main() -> int:
         lines += [
             f"[{name}] stage-1 iteration {s1['median_s'] * 1e3:.1f} ms, peak +{s1['peak_bytes'] / 2**20:.1f} MiB; "
             f"calibration iteration {s2['median_s'] * 1e3:.1f} ms, peak +{s2['peak_bytes'] / 2**20:.1f} MiB",
-            f"[{name}] " + ratio_line("calibration / stage-1 iteration time", s2["median_s"], s1["median_s"], 0.5),
-            f"[{name}] " + ratio_line("calibration / stage-1 peak memory", s2["peak_bytes"], s1["peak_bytes"], 0.6),
+            f"[{name}] "
+            + ratio_line(
+                "calibration / stage-1 iteration time", s2["median_s"], s1["median_s"], 0.5
+            ),
+            f"[{name}] "
+            + ratio_line(
+                "calibration / stage-1 peak memory", s2["peak_bytes"], s1["peak_bytes"], 0.6
+            ),
             f"[{name}] inference plain {inf['plain'] * 1e3:.1f} ms, calibrated {inf['calibrated'] * 1e3:.1f} ms (batch 8)",
-            f"[{name}] " + ratio_line("calibrated / plain inference latency", inf["calibrated"], inf["plain"], 1.03),
+            f"[{name}] "
+            + ratio_line(
+                "calibrated / plain inference latency", inf["calibrated"], inf["plain"], 1.03
+            ),
         ]
         print("\n".join(lines[-5:]), flush=True)
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
+
 from .box_predictor import DisAlignFastRCNNOutputLayers
 from .roi_heads import SkipFrozenHeadLossesMixin
 

@@ -6,10 +6,9 @@ import os
 
 import pytest
 import yaml
+from det_testing import CONFIGS, tiny_cfg
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
-
-from det_testing import CONFIGS, tiny_cfg
 
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 LEAVES = [p for p in ALL if not os.path.basename(p).startswith("Base-")]

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from det_testing import NUM_CLASSES, TRAIN, tiny_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis_v1_category_image_count import LVIS_CATEGORY_IMAGE_COUNT
 from detectron2.modeling import build_model
@@ -18,8 +19,6 @@ from disalign_det import (
     count_class_instances,
     register_disalign_instances,
 )
-
-from det_testing import NUM_CLASSES, TRAIN, tiny_cfg
 
 
 def cfg_with(*opts):

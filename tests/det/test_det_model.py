@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from det_testing import CONFIGS, tiny_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
@@ -19,8 +20,6 @@ from disalign_det import (
     DisAlignStandardROIHeads,
     freeze_for_calibration,
 )
-
-from det_testing import CONFIGS, tiny_cfg
 
 Q = os.path.join(CONFIGS, "quick_schedules")
 STAGE2 = ["MODEL.DISALIGN.CALIBRATION", "True", "MODEL.DISALIGN.FREEZE", "True"]

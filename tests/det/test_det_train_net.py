@@ -14,14 +14,13 @@ import time
 
 import pytest
 import torch
+from det_testing import NUM_CLASSES, REPO, TRAIN, VAL
 from detectron2.engine import HookBase
 from detectron2.engine import defaults as d2_defaults
 
 from disalign_core import grw_class_weights
 from disalign_demo.det import add_tiny_backbone_config
 from disalign_det import engine
-
-from det_testing import NUM_CLASSES, REPO, TRAIN, VAL
 
 TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
 Q = os.path.join(REPO, "configs", "detectron2", "quick_schedules")
