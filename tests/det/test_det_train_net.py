@@ -363,11 +363,21 @@ def test_tiny_config_without_demo_names_key_and_option(tmp_path):
     assert not out.exists()
 
 
-def test_tiny_backbone_key_without_its_config_function(tmp_path):
+@pytest.mark.parametrize("where", ["file", "options"])
+def test_tiny_backbone_key_without_its_config_function(tmp_path, where):
+    """A MODEL.TINY_BACKBONE key without add_tiny_backbone_config (train_net.py --demo)."""
+    argv = ["--config-file", STAGE1_CFG, *common_opts(tmp_path / "out", 1)]
+    if where == "file":
+        yaml_file = tmp_path / "tiny_gn.yaml"
+        yaml_file.write_text(f'_BASE_: "{STAGE1_CFG}"\nMODEL:\n  TINY_BACKBONE:\n    NORM: "GN"\n')
+        argv[1] = str(yaml_file)
+        source = f"--config-file {yaml_file}: Non-existent config key: MODEL.TINY_BACKBONE."
+    else:
+        argv += ["MODEL.TINY_BACKBONE.NORM", "GN"]
+        source = "command-line options: Non-existent key: MODEL.TINY_BACKBONE.NORM."
     with pytest.raises(ValueError) as e:
-        run(["--config-file", STAGE1_CFG, *common_opts(tmp_path / "out", 1),
-             "MODEL.TINY_BACKBONE.NORM", "GN"], config_hooks=())  # fmt: skip
+        run(argv, config_hooks=())
     msg = str(e.value)
-    assert msg.startswith("command-line options: Non-existent key: MODEL.TINY_BACKBONE.NORM.")
+    assert msg.startswith(source)
     assert "add_disalign_config" in msg and "train_net.py --demo" in msg
     assert not (tmp_path / "out").exists()
