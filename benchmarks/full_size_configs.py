@@ -696,6 +696,9 @@ def main() -> int:
         action="store_true",
         help="cost only, from an earlier run's checkpoints in --out",
     )
+    parser.add_argument(
+        "--results", default="full_size_results", help="name of the results .json/.md in --out"
+    )
     parser.add_argument("--det-images-per-process", type=int, default=2)
     parser.add_argument("--det-train-images", type=int, default=8)
     parser.add_argument("--det-val-images", type=int, default=2)
@@ -733,7 +736,7 @@ def main() -> int:
         "(one GPU's share of the 8-GPU batch of 16); mmseg's per-GPU batch_size kept",
         flush=True,
     )
-    path = os.path.join(out, "full_size_results.json")
+    path = os.path.join(out, args.results + ".json")
     results = json.load(open(path)) if os.path.exists(path) else {}
     failures = []
     for name in args.family:
@@ -747,9 +750,11 @@ def main() -> int:
             start = time.time()
             try:
                 if args.timing_only:
-                    if key not in results:
-                        raise KeyError(f"--timing-only: no earlier run of {key} in {path}")
-                    entry = {"run": results[key]["run"]}
+                    runs = os.path.join(out, "full_size_results.json")
+                    earlier = json.load(open(runs)) if os.path.exists(runs) else {}
+                    if key not in earlier:
+                        raise KeyError(f"--timing-only: no earlier run of {key} in {runs}")
+                    entry = {"run": earlier[key]["run"]}
                 else:
                     runner = (
                         run_det_family if families()[name]["framework"] == "det" else run_seg_family
@@ -769,7 +774,7 @@ def main() -> int:
                 print(f"=== {key}: cost {json.dumps(entry['cost']['ratios'])}", flush=True)
             with open(path, "w") as f:
                 json.dump(results, f, indent=1)
-    with open(os.path.join(out, "full_size_results.md"), "w") as f:
+    with open(os.path.join(out, args.results + ".md"), "w") as f:
         f.write(table(results) + "\n")
     print("\n" + table(results))
     if failures:
