@@ -4,6 +4,7 @@ The full, pinned stack (torch, mmcv with compiled ops, detectron2, ...) is insta
 ``make setup`` (tools/setup_env.sh); the requirements here are the loose ones a user who
 already has the frameworks needs.
 """
+
 from setuptools import find_packages, setup
 
 setup(

@@ -70,7 +70,9 @@ def calibrated_head_class(head: HeadSpec) -> type:
     cls = _head_class(head)
     if cls not in _CALIBRATED:
         name = f"DisAlign{cls.__name__}"
-        sub = type(cls)(name, (DisAlignClsHead, cls), {"__module__": __name__, "__qualname__": name})
+        sub = type(cls)(
+            name, (DisAlignClsHead, cls), {"__module__": __name__, "__qualname__": name}
+        )
         # Module-level name so that pickle (spawned workers, deepcopy fallbacks) finds the class.
         globals()[name] = sub
         _CALIBRATED[cls] = sub

@@ -42,9 +42,7 @@ def tiny_classifier_cfg(head, classifier="ImageClassifier", **extra):
     """A tiny ImageClassifier config: ResNet-18 with 4 base channels (8-d feature), BN."""
     return dict(
         type=classifier,
-        backbone=dict(
-            type="ResNet", depth=18, stem_channels=4, base_channels=1, out_indices=(3,)
-        ),
+        backbone=dict(type="ResNet", depth=18, stem_channels=4, base_channels=1, out_indices=(3,)),
         neck=dict(type="GlobalAveragePooling"),
         head=dict(head, in_channels=CHANNELS),
         **extra,

@@ -3,12 +3,19 @@
 
 import pytest
 import torch
+from cls_testing import (
+    CALIBRATION,
+    COSINE_HEAD,
+    COUNTS,
+    LINEAR_HEAD,
+    batch,
+    disalign_head_cfg,
+    tiny_classifier_cfg,
+)
 from mmengine.optim import build_optim_wrapper
 from mmpretrain.registry import MODELS
 
 from disalign_core import is_eval_locked
-
-from cls_testing import CALIBRATION, COSINE_HEAD, COUNTS, LINEAR_HEAD, batch, disalign_head_cfg, tiny_classifier_cfg
 
 
 def stage2_model(head_cfg=LINEAR_HEAD, **extra):
@@ -30,9 +37,13 @@ def test_only_calibration_trains_and_frozen_tensors_stay_bitwise(head_cfg):
     # parameters (mmengine's default constructor includes the frozen ones).
     optim = build_optim_wrapper(
         model,
-        dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.5, momentum=0.9, weight_decay=0.01)),
+        dict(
+            type="OptimWrapper", optimizer=dict(type="SGD", lr=0.5, momentum=0.9, weight_decay=0.01)
+        ),
     )
-    assert sum(len(g["params"]) for g in optim.optimizer.param_groups) == len(list(model.parameters()))
+    assert sum(len(g["params"]) for g in optim.optimizer.param_groups) == len(
+        list(model.parameters())
+    )
     model.train()  # as mmengine's train loop does: frozen parts must stay in eval mode
     assert is_eval_locked(model.backbone) and not model.backbone.training
     assert not model.head.fc.training

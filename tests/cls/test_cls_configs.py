@@ -5,18 +5,29 @@ import glob
 import os
 
 import pytest
+from cls_testing import REPO
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
-
-from cls_testing import REPO
 
 CONFIGS = os.path.join(REPO, "configs", "mmpretrain")
 # config -> (dataset, stage, epochs, rho or None, head)
 FULL = {
     "resnext50-32x4d_4xb64-90e_imagenet-lt.py": ("ImageNet_LT", 1, 90, None, "LinearClsHead"),
     "resnext50-32x4d-cos_4xb64-90e_imagenet-lt.py": ("ImageNet_LT", 1, 90, None, "CosineClsHead"),
-    "disalign_resnext50-32x4d_4xb64-10e_imagenet-lt.py": ("ImageNet_LT", 2, 10, 1.2, "LinearClsHead"),
-    "disalign_resnext50-32x4d-cos_4xb64-10e_imagenet-lt.py": ("ImageNet_LT", 2, 10, 1.5, "CosineClsHead"),
+    "disalign_resnext50-32x4d_4xb64-10e_imagenet-lt.py": (
+        "ImageNet_LT",
+        2,
+        10,
+        1.2,
+        "LinearClsHead",
+    ),
+    "disalign_resnext50-32x4d-cos_4xb64-10e_imagenet-lt.py": (
+        "ImageNet_LT",
+        2,
+        10,
+        1.5,
+        "CosineClsHead",
+    ),
     "resnet50_4xb64-90e_inat2018.py": ("iNaturalist18", 1, 90, None, "LinearClsHead"),
     "disalign_resnet50_4xb64-30e_inat2018.py": ("iNaturalist18", 2, 30, 1.2, "LinearClsHead"),
     "resnet152_4xb64-30e_places-lt.py": ("Places_LT", 1, 30, None, "LinearClsHead"),
@@ -63,7 +74,8 @@ def test_full_size_config_carries_the_paper_settings_and_builds(name):
     assert model.head.num_classes == k and model.head.classifier.weight.shape == (k, 2048)
     if stage == 2:
         assert sorted(model.trainable_parameter_names) == sorted(
-            f"head.calibration.{n}" for n in ("alpha", "beta", "confidence_weight", "confidence_bias")
+            f"head.calibration.{n}"
+            for n in ("alpha", "beta", "confidence_weight", "confidence_bias")
         )
 
 

@@ -27,11 +27,10 @@ def _worker(rank, world_size, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
+        from cls_testing import batch
         from mmengine.model import MMDistributedDataParallel
         from mmengine.optim import build_optim_wrapper
         from mmengine.registry import init_default_scope
-
-        from cls_testing import batch
         from test_cls_calibration_stage import stage2_model
 
         init_default_scope("mmpretrain")

@@ -4,10 +4,6 @@ from the classifier's input, plain stage-1 checkpoints, and bad input."""
 import pytest
 import torch
 import torch.nn.functional as F
-from mmpretrain.registry import MODELS
-
-from disalign_cls import CosineClsHead, DisAlignClsHead, calibrated_head_class
-
 from cls_testing import (
     CALIBRATION,
     CHANNELS,
@@ -17,6 +13,9 @@ from cls_testing import (
     STACKED_HEAD,
     disalign_head_cfg,
 )
+from mmpretrain.registry import MODELS
+
+from disalign_cls import CosineClsHead, DisAlignClsHead, calibrated_head_class
 
 HEADS = [LINEAR_HEAD, COSINE_HEAD, STACKED_HEAD]
 IDS = ["linear", "cosine", "stacked"]

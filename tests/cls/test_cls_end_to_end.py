@@ -7,7 +7,6 @@ import re
 import sys
 
 import torch
-
 from cls_testing import MMPRETRAIN_TOOLS, REPO, TINY, run_tool
 
 sys.path.insert(0, os.path.join(REPO, "tools", "demo"))
@@ -69,10 +68,12 @@ def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     # MMPretrain's plain --resume continues the same run from its last checkpoint (iter 4) to
     # a longer schedule; the frozen stage-1 weights are still those of stage 1.
     out3 = run_tool([*stage2[:4], "--resume", *stage2[4:], *_iters(6, 2)], env=env)
-    assert f"resumed epoch: 0, iter: 4" in out3
+    assert "resumed epoch: 0, iter: 4" in out3
     assert "Iter(train) [5/6]" in out3 and "Iter(train) [1/6]" not in out3
     final = torch.load(os.path.join(w2, "iter_6.pth"), map_location="cpu")
     assert final["meta"]["iter"] == 6
     for key, value in s1.items():
         assert torch.equal(final["state_dict"][key], value), key
-    assert not torch.equal(final["state_dict"]["head.calibration.beta"], s2["head.calibration.beta"])
+    assert not torch.equal(
+        final["state_dict"]["head.calibration.beta"], s2["head.calibration.beta"]
+    )

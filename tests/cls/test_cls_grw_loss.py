@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from cls_testing import CHANNELS, COUNTS, LINEAR_HEAD, NUM_CLASSES, disalign_head_cfg
 from mmpretrain.registry import MODELS
 
 from disalign_cls import load_class_counts
-
-from cls_testing import CHANNELS, COUNTS, LINEAR_HEAD, NUM_CLASSES, disalign_head_cfg
 
 
 def _reference_weights(counts, rho):
@@ -87,4 +86,6 @@ def test_bad_input_names_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"no training examples \(count 0\): b"):
         MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=str(path)))
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=str(tmp_path / "missing.json")))
+        MODELS.build(
+            dict(type="GRWCrossEntropyLoss", class_frequencies=str(tmp_path / "missing.json"))
+        )

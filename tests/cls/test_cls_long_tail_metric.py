@@ -3,11 +3,10 @@ accuracy on the images of the group's classes, and a frequency/dataset mismatch 
 
 import pytest
 import torch
+from cls_testing import COUNTS, NUM_CLASSES
 from mmpretrain.evaluation import Accuracy
 from mmpretrain.registry import METRICS
 from mmpretrain.structures import DataSample
-
-from cls_testing import COUNTS, NUM_CLASSES
 
 # COUNTS = [150, 60, 25, 9, 3]: class 0 many (>100), 1-2 medium (20-100), 3-4 few (<20)
 GROUPS = {"many": [0], "medium": [1, 2], "few": [3, 4]}
@@ -34,7 +33,9 @@ def _evaluate(metric, samples):
 @pytest.mark.parametrize("topk", [(1,), (1, 3)])
 def test_overall_equals_accuracy_and_groups_by_hand(topk):
     samples, labels, scores = _samples()
-    ours = _evaluate(METRICS.build(dict(type="LongTailAccuracy", class_frequencies=COUNTS, topk=topk)), samples)
+    ours = _evaluate(
+        METRICS.build(dict(type="LongTailAccuracy", class_frequencies=COUNTS, topk=topk)), samples
+    )
     theirs = _evaluate(Accuracy(topk=topk), samples)
     for key, value in theirs.items():
         assert ours[key] == value, key
@@ -50,7 +51,9 @@ def test_overall_equals_accuracy_and_groups_by_hand(topk):
 def test_group_without_test_images_is_nan_and_mismatch_is_an_error():
     samples, labels, _ = _samples()
     only_many = [s for s, y in zip(samples, labels) if int(y) == 0]
-    out = _evaluate(METRICS.build(dict(type="LongTailAccuracy", class_frequencies=COUNTS)), only_many)
+    out = _evaluate(
+        METRICS.build(dict(type="LongTailAccuracy", class_frequencies=COUNTS)), only_many
+    )
     assert out["accuracy/many_top1"] == out["accuracy/top1"]
     assert out["accuracy/few_top1"] != out["accuracy/few_top1"]  # NaN
     metric = METRICS.build(dict(type="LongTailAccuracy", class_frequencies=COUNTS[:4]))

@@ -1,4 +1,5 @@
 """The main job's driver: runs a framework's half, prints the joint table and draws the plots."""
+
 import json
 import os
 import subprocess
@@ -23,6 +24,28 @@ def test_run_demo_quick_det_writes_table_and_figures(tmp_path):
         assert f"| detectron2 (box) | {key} | {a:.1f} | {b:.1f} | {b - a:+.1f} |" in report
     assert "MMSegmentation" not in report
     assert len(det["alpha"]) == len(det["class_image_counts"])
+    for name in ("calibration_vs_frequency.png", "groups_before_after.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_run_demo_quick_cls_writes_table_and_figures(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "demo", "run_demo.py"), "--output", str(out), "--quick", "--only", "cls"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    with open(out / "cls" / "cls_results.json") as f:
+        cls = json.load(f)
+    report = (out / "results.md").read_text()
+    # Every row of the table carries the numbers of the JSON the cls half wrote.
+    for key in ("top1", "many_top1", "medium_top1", "few_top1"):
+        a, b = cls["stage1"][key], cls["disalign"][key]
+        assert f"| MMPretrain (top-1) | {key} | {a:.1f} | {b:.1f} | {b - a:+.1f} |" in report
+    assert "detectron2" not in report and "MMSegmentation" not in report
+    assert len(cls["alpha"]) == len(cls["class_image_counts"]) == 16
+    assert sorted(set(cls["groups"])) == ["few", "many", "medium"]
     for name in ("calibration_vs_frequency.png", "groups_before_after.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

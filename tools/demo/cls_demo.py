@@ -39,10 +39,15 @@ STAGE1_CFG = os.path.join(TINY, "resnet18-tiny_1xb64-400it_synthetic-32x32.py")
 STAGE2_CFG = os.path.join(TINY, "disalign_resnet18-tiny_1xb64-200it_synthetic-32x32.py")
 METRIC_KEYS = ["top1", "many_top1", "medium_top1", "few_top1"]
 # (stage-1 iterations, stage-2 iterations)
-SCHEDULES = {"full": (400, 200), "quick": (120, 40)}
+SCHEDULES = {"full": (400, 200), "quick": (40, 20)}
 
 SHAPES = ("disc", "square", "triangle", "cross")
-COLOURS = {"red": (220, 50, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
+COLOURS = {
+    "red": (220, 50, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 80, 230),
+    "yellow": (230, 210, 40),
+}
 # Training images per class, most frequent first; assigned to the 16 (shape, colour) pairs in a
 # seeded random order so that every shape and colour has frequent and rare classes.
 TRAIN_COUNTS = (320, 260, 210, 170, 130, 90, 70, 55, 42, 32, 24, 16, 12, 9, 7, 5)
@@ -114,7 +119,9 @@ def generate_dataset(out: str, seed: int = 0, test_per_class: int = TEST_PER_CLA
             n = c["train_count"] if split == "train" else test_per_class
             for i in range(n):
                 rel = f"{split}/{label:02d}_{i:03d}.png"
-                Image.fromarray(draw_image(rng, c["shape"], c["colour"])).save(os.path.join(out, rel))
+                Image.fromarray(draw_image(rng, c["shape"], c["colour"])).save(
+                    os.path.join(out, rel)
+                )
                 lines.append(f"{rel} {label}")
         with open(os.path.join(out, "meta", f"{split}.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -208,7 +215,10 @@ def main() -> None:
     )  # fmt: skip
     ckpt2 = os.path.join(w2, f"iter_{n2}.pth")
     results: dict = {}
-    for name, cfg, ckpt, wd in (("stage1", STAGE1_CFG, ckpt1, w1), ("disalign", STAGE2_CFG, ckpt2, w2)):
+    for name, cfg, ckpt, wd in (
+        ("stage1", STAGE1_CFG, ckpt1, w1),
+        ("disalign", STAGE2_CFG, ckpt2, w2),
+    ):
         test_dir = wd + "_test"
         run(f"test {name}", [test, cfg, ckpt, "--work-dir", test_dir])
         results[name] = test_metrics(test_dir)

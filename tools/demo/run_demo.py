@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""The main job: DisAlign on built-in long-tailed data, with detectron2 and MMSegmentation.
+"""The main job: DisAlign on built-in long-tailed data, with detectron2, MMSegmentation and
+MMPretrain.
 
-Runs ``det_demo.py`` (Mask R-CNN-style detector, LVIS metrics) and ``seg_demo.py`` (FCN,
-ADE20K-style head/body/tail metrics) one after the other, each training stage 1 and then the
-DisAlign calibration stage from its checkpoint, then prints one table of stage 1 against
-DisAlign and writes plots:
+Runs ``det_demo.py`` (Mask R-CNN-style detector, LVIS metrics), ``seg_demo.py`` (FCN,
+ADE20K-style head/body/tail metrics) and ``cls_demo.py`` (ResNet-18 classifier, many/medium/few
+top-1) one after the other, each training stage 1 and then the DisAlign calibration stage from
+its checkpoint, then prints one table of stage 1 against DisAlign and writes plots:
 
 - ``calibration_vs_frequency.png``: learned magnitude alpha and margin beta against class
   frequency (the supplement's Figure 1);
@@ -12,7 +13,7 @@ DisAlign and writes plots:
 
 Usage::
 
-    python tools/demo/run_demo.py --output output/demo [--quick] [--only det|seg]
+    python tools/demo/run_demo.py --output output/demo [--quick] [--only det|seg|cls]
 """
 from __future__ import annotations
 
@@ -28,14 +29,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DET_ROWS = [("AP", "det"), ("APr", "det"), ("APc", "det"), ("APf", "det")]
 SEG_ROWS = [
     (k, "seg")
-    for k in ["mIoU", "mAcc", "head_mIoU", "body_mIoU", "tail_mIoU", "head_mAcc", "body_mAcc", "tail_mAcc"]
+    for k in [
+        "mIoU",
+        "mAcc",
+        "head_mIoU",
+        "body_mIoU",
+        "tail_mIoU",
+        "head_mAcc",
+        "body_mAcc",
+        "tail_mAcc",
+    ]
 ]
+CLS_ROWS = [(k, "cls") for k in ["top1", "many_top1", "medium_top1", "few_top1"]]
+PARTS = ("det", "seg", "cls")
+TITLES = {"det": "detectron2", "seg": "MMSegmentation", "cls": "MMPretrain"}
 
 
 def run_part(name: str, out: str, quick: bool) -> dict:
     """Run ``<name>_demo.py`` in a subprocess (its log streams through) and load its JSON."""
     script = os.path.join(HERE, f"{name}_demo.py")
-    cmd = [sys.executable, script, "--output", os.path.join(out, name)] + (["--quick"] if quick else [])
+    cmd = [sys.executable, script, "--output", os.path.join(out, name)] + (
+        ["--quick"] if quick else []
+    )
     print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
     start = time.time()
     subprocess.run(cmd, check=True)
@@ -49,7 +64,11 @@ def run_part(name: str, out: str, quick: bool) -> dict:
 def format_table(results: dict) -> str:
     """A markdown table: metric | stage 1 | DisAlign | change."""
     lines = ["| framework | metric | stage 1 | DisAlign | change |", "|---|---|---|---|---|"]
-    for rows, part, label in [(DET_ROWS, "det", "detectron2 (box)"), (SEG_ROWS, "seg", "MMSegmentation")]:
+    for rows, part, label in [
+        (DET_ROWS, "det", "detectron2 (box)"),
+        (SEG_ROWS, "seg", "MMSegmentation"),
+        (CLS_ROWS, "cls", "MMPretrain (top-1)"),
+    ]:
         if part not in results:
             continue
         r = results[part]
@@ -70,12 +89,12 @@ def plot(results: dict, out: str) -> list:
     import numpy as np
 
     paths = []
-    parts = [p for p in ("det", "seg") if p in results]
+    parts = [p for p in PARTS if p in results]
     fig, axes = plt.subplots(len(parts), 2, figsize=(10, 3.6 * len(parts)), squeeze=False)
     for row, part in enumerate(parts):
         r = results[part]
         freq = np.asarray(r.get("class_image_counts") or r.get("class_pixel_counts"), dtype=float)
-        xlabel = "training images per class" if part == "det" else "labelled pixels per class"
+        xlabel = "labelled pixels per class" if part == "seg" else "training images per class"
         order = np.argsort(-freq)
         for col, key, sym in [(0, "alpha", "magnitude α"), (1, "beta", "margin β")]:
             ax = axes[row, col]
@@ -89,7 +108,7 @@ def plot(results: dict, out: str) -> list:
             ax.axhline(0, color="gray", lw=0.8)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(sym)
-            ax.set_title(f"{'detectron2' if part == 'det' else 'MMSegmentation'}: learned {sym}")
+            ax.set_title(f"{TITLES[part]}: learned {sym}")
     fig.suptitle("DisAlign calibration against class frequency (cf. supplement Fig. 1)")
     fig.tight_layout()
     path = os.path.join(out, "calibration_vs_frequency.png")
@@ -97,7 +116,16 @@ def plot(results: dict, out: str) -> list:
     plt.close(fig)
     paths.append(path)
 
-    groups = {"det": ["APr", "APc", "APf", "AP"], "seg": ["tail_mIoU", "body_mIoU", "head_mIoU", "mIoU"]}
+    groups = {
+        "det": ["APr", "APc", "APf", "AP"],
+        "seg": ["tail_mIoU", "body_mIoU", "head_mIoU", "mIoU"],
+        "cls": ["few_top1", "medium_top1", "many_top1", "top1"],
+    }
+    group_titles = {
+        "det": "detectron2, box AP",
+        "seg": "MMSegmentation, IoU (%)",
+        "cls": "MMPretrain, top-1 (%)",
+    }
     fig, axes = plt.subplots(1, len(parts), figsize=(5.5 * len(parts), 3.8), squeeze=False)
     for col, part in enumerate(parts):
         ax = axes[0, col]
@@ -110,7 +138,7 @@ def plot(results: dict, out: str) -> list:
         for xi, (b, a) in enumerate(zip(before, after)):
             ax.annotate(f"{a - b:+.1f}", (xi + 0.2, a), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x, [k.replace("_", " ") for k in keys])
-        ax.set_title("detectron2, box AP" if part == "det" else "MMSegmentation, IoU (%)")
+        ax.set_title(group_titles[part])
         ax.legend()
     fig.tight_layout()
     path = os.path.join(out, "groups_before_after.png")
@@ -121,16 +149,18 @@ def plot(results: dict, out: str) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", default="output/demo", help="folder for data, logs, results")
     parser.add_argument("--quick", action="store_true", help="a much smaller run (smoke test)")
-    parser.add_argument("--only", choices=["det", "seg"], help="run one framework only")
+    parser.add_argument("--only", choices=list(PARTS), help="run one framework only")
     args = parser.parse_args(argv)
 
     os.makedirs(args.output, exist_ok=True)
     start = time.time()
     results = {}
-    for part in ("det", "seg"):
+    for part in PARTS:
         if args.only in (None, part):
             results[part] = run_part(part, args.output, args.quick)
 
