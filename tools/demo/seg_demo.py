@@ -4,7 +4,8 @@
 1. generates the dataset (``disalign_seg.synthetic``, ADE20K layout) under ``OUT/data``;
 2. counts its class pixels with ``tools/compute_pixel_frequencies.py``;
 3. trains stage 1 (plain FCN, tiny ResNet-18-D8) with mmseg's own ``tools/train.py``;
-4. trains DisAlign stage 2 from the stage-1 checkpoint (``load_from``) with the same script;
+4. trains DisAlign stage 2 from the stage-1 checkpoint (``model.stage1_checkpoint``) with the
+   same script;
 5. tests both with mmseg's ``tools/test.py`` and the long-tail metric;
 6. writes ``OUT/seg_results.json``.
 
@@ -146,7 +147,7 @@ def main() -> None:
             "--work-dir",
             w2,
             "--cfg-options",
-            f"load_from={ckpt1}",
+            f"model.stage1_checkpoint={ckpt1}",
             *_iters(n2),
             *seed,
         ],
