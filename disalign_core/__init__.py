@@ -1,8 +1,24 @@
-"""Framework-free DisAlign core: calibration, generalized re-weighting, long-tail groups and
-freezing. Pure PyTorch; imports neither detectron2 nor MMSegmentation."""
+"""Framework-free DisAlign core: calibration, generalized re-weighting, long-tail groups,
+freezing and class-frequency files. Pure PyTorch; imports neither detectron2, MMSegmentation
+nor MMPretrain."""
+
 from .calibration import CONFIDENCE_MODES, DisAlignCalibration
-from .freezing import freeze_all_but_calibration, freeze_except, is_eval_locked
-from .frequencies import read_class_frequencies, write_class_frequencies
+from .freezing import (
+    LOCKS,
+    MODE_DEPENDENT_LAYERS,
+    freeze_all_but_calibration,
+    freeze_except,
+    is_eval_locked,
+    is_frozen,
+)
+from .frequencies import (
+    ADE20K_OBJECT_INFO_HEADER,
+    ClassFrequencies,
+    FrequencySource,
+    check_class_names,
+    read_class_frequencies,
+    write_class_frequencies,
+)
 from .groups import (
     ADE20K_SHARE_THRESHOLDS,
     CLASSIFICATION_COUNT_BINS,
@@ -11,7 +27,42 @@ from .groups import (
     groups_by_count,
     groups_by_share,
 )
-from .losses import full_class_weights, grw_cross_entropy
+from .losses import AVG_MODES, REDUCTIONS, check_reduction, full_class_weights, grw_cross_entropy
 from .reweighting import ZERO_COUNT_POLICIES, check_class_counts, grw_class_weights
 
-__all__ = [k for k in dir() if not k.startswith("_")]
+__all__ = [
+    # calibration
+    "CONFIDENCE_MODES",
+    "DisAlignCalibration",
+    # freezing
+    "LOCKS",
+    "MODE_DEPENDENT_LAYERS",
+    "freeze_all_but_calibration",
+    "freeze_except",
+    "is_eval_locked",
+    "is_frozen",
+    # frequencies
+    "ADE20K_OBJECT_INFO_HEADER",
+    "ClassFrequencies",
+    "FrequencySource",
+    "check_class_names",
+    "read_class_frequencies",
+    "write_class_frequencies",
+    # groups
+    "ADE20K_SHARE_THRESHOLDS",
+    "CLASSIFICATION_COUNT_BINS",
+    "LVIS_COUNT_BINS",
+    "group_indices",
+    "groups_by_count",
+    "groups_by_share",
+    # losses
+    "AVG_MODES",
+    "REDUCTIONS",
+    "check_reduction",
+    "full_class_weights",
+    "grw_cross_entropy",
+    # reweighting
+    "ZERO_COUNT_POLICIES",
+    "check_class_counts",
+    "grw_class_weights",
+]

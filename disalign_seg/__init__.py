@@ -9,6 +9,10 @@ Importing registers, in mmseg's registries:
 - HOOKS: ``DisAlignDataCheckHook`` (missing data files, frequency class names, before_run);
 lets mmengine checkpoints load under torch >= 2.6, and explains unreadable checkpoint files
 (``checkpoint_compat``).
+
+Class pixel counts of a training set: ``count_class_pixels`` (``tools/compute_pixel_frequencies.py``
+is its command line); frequency files are read by ``disalign_core.read_class_frequencies``.
+The demo's generated data set lives in ``disalign_demo.seg``.
 """
 
 from .checkpoint_compat import allow_mmengine_checkpoints, install_checkpoint_errors
@@ -21,7 +25,7 @@ install_checkpoint_errors()
 from .data_check_hook import DisAlignDataCheckHook  # noqa: E402
 from .disalign_encoder_decoder import DisAlignEncoderDecoder  # noqa: E402
 from .disalign_head import DisAlignHead, calibrated_head_class  # noqa: E402
-from .frequencies import load_class_frequencies  # noqa: E402
+from .frequencies import count_class_pixels, dataset_classes_from_config  # noqa: E402
 from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
 from .long_tail_metric import LongTailIoUMetric  # noqa: E402
 
@@ -31,7 +35,9 @@ __all__ = [
     "DisAlignHead",
     "GRWCrossEntropyLoss",
     "LongTailIoUMetric",
-    "calibrated_head_class",
-    "load_class_frequencies",
     "allow_mmengine_checkpoints",
+    "calibrated_head_class",
+    "count_class_pixels",
+    "dataset_classes_from_config",
+    "install_checkpoint_errors",
 ]

@@ -24,7 +24,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
-from .frequencies import check_class_names
+from disalign_core import check_class_names
+
+from .frequencies import frequency_fix
 
 __all__ = ["DisAlignDataCheckHook", "missing_dataset_files"]
 
@@ -111,10 +113,12 @@ class DisAlignDataCheckHook(Hook):
         classes: Sequence[str] = getattr(dataset, "metainfo", {}).get("classes")
         for name, module in model.named_modules():
             if hasattr(module, "frequency_source") and hasattr(module, "class_weight"):
+                key = f"model.{name}.class_frequencies"
                 check_class_names(
                     module.class_names,
                     classes,
                     source=module.frequency_source,
-                    key=f"model.{name}.class_frequencies",
+                    key=key,
                     dataset="the training dataset (train_dataloader.dataset)",
+                    fix=frequency_fix(key),
                 )

@@ -55,7 +55,8 @@ def calibrated_head_class(head: HeadSpec) -> type:
     cls = _head_class(head)
     if cls not in _CALIBRATED:
         name = f"DisAlign{cls.__name__}"
-        sub = type(cls)(name, (DisAlignHead, cls), {"__module__": __name__, "__qualname__": name})
+        namespace = {"__module__": __name__, "__qualname__": name, "inner_head": cls}
+        sub = type(cls)(name, (DisAlignHead, cls), namespace)
         # Module-level name so that pickle (spawned workers, deepcopy fallbacks) finds the class.
         globals()[name] = sub
         _CALIBRATED[cls] = sub
@@ -81,6 +82,9 @@ class DisAlignHead(BaseDecodeHead):
             Passing them flat lets a stage-2 config inherit them from the stage-1 config.
     """
 
+    # The calibrated decode head class (FCNHead, ...); set on each DisAlign<Head> subclass.
+    inner_head: Optional[type] = None
+
     def __new__(cls, head: HeadSpec = None, *args, **kwargs):
         if cls is DisAlignHead:
             if head is None:
@@ -95,7 +99,7 @@ class DisAlignHead(BaseDecodeHead):
         conv_seg = getattr(self, "conv_seg", None)
         if not isinstance(conv_seg, nn.Conv2d):
             raise TypeError(
-                f"DisAlignHead: {type(self).__mro__[2].__name__} has no conv_seg classifier "
+                f"DisAlignHead: {self.inner_head.__name__} has no conv_seg classifier "
                 "(nn.Conv2d) to calibrate"
             )
         self._check_loss_class_counts()

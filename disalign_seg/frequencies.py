@@ -1,168 +1,113 @@
-"""Class pixel frequencies for the GRW loss and the long-tail metric.
+"""Class pixel counts of a segmentation training set: the frequencies that
+``GRWCrossEntropyLoss`` and ``LongTailIoUMetric`` read (``class_frequencies=...``).
 
-Accepted sources:
-- ADE20K's ``objectInfo150.txt``: tab-separated with the header ``Idx Ratio Train Val Name``;
-  the pixel share of each class is the ``Ratio`` column (``Train``/``Val`` count images);
-- the project's frequency files (core ``read_class_frequencies``): a JSON list, a JSON object
-  ``{"counts": [...], "names": [...]}`` as written by ``tools/compute_pixel_frequencies.py``,
-  or text lines ``count`` / ``name count``;
-- a list of numbers given directly in the config.
+Detection's twin is ``disalign_det.class_frequencies.count_class_images``. Reading a
+frequency source (a file written from these counts, ADE20K's ``objectInfo150.txt``, or a list
+in the config) and checking its class names against a dataset's is the core's
+(``disalign_core.read_class_frequencies``, ``disalign_core.check_class_names``);
+``tools/compute_pixel_frequencies.py`` is the command line over ``count_class_pixels``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
-from disalign_core import read_class_frequencies
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-__all__ = [
-    "ADE20K_OBJECT_INFO_HEADER",
-    "check_class_names",
-    "describe_source",
-    "load_class_frequencies",
-    "share_total",
-]
-
-ADE20K_OBJECT_INFO_HEADER = ("idx", "ratio", "train", "val", "name")
-
-FrequencySource = Union[str, Sequence[float]]
+__all__ = ["frequency_fix", "count_class_pixels", "dataset_classes_from_config"]
 
 
-def _read_object_info(path: str, lines: List[str]) -> Tuple[List[float], List[str]]:
-    counts, names = [], []
-    for lineno, line in enumerate(lines[1:], 2):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\n").split("\t")
-        if len(fields) != 5:
-            raise ValueError(
-                f"{path}:{lineno}: expected 5 tab-separated fields (Idx Ratio Train Val Name), "
-                f"got {line.strip()!r}"
-            )
-        try:
-            counts.append(float(fields[1]))
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: Ratio {fields[1]!r} is not a number") from None
-        names.append(fields[4].strip())
-    if not counts:
-        raise ValueError(f"{path}: no classes below the header")
-    return counts, names
-
-
-def _is_object_info(source: FrequencySource) -> bool:
-    if not isinstance(source, (str, os.PathLike)) or not os.path.isfile(source):
-        return False
-    with open(source) as f:
-        first = next((ln for ln in f if ln.strip()), "")
-    return tuple(x.strip().lower() for x in first.split("\t")) == ADE20K_OBJECT_INFO_HEADER
-
-
-def describe_source(source: FrequencySource) -> str:
-    """The frequency source as error messages name it: the file path, or 'a list of K numbers'."""
-    if isinstance(source, (str, os.PathLike)):
-        return repr(os.fspath(source))
-    return f"a list of {len(list(source))} numbers"
-
-
-def share_total(source: FrequencySource) -> Optional[float]:
-    """What the frequencies of ``source`` are shares of, for grouping by share.
-
-    ADE20K's ``objectInfo150.txt`` ratios are already shares of all pixels, unlabelled ones
-    included (they sum to about 0.93): 1.0. Other sources hold counts: None (their sum).
-    """
-    return 1.0 if _is_object_info(source) else None
-
-
-def load_class_frequencies(
-    source: FrequencySource, key: Optional[str] = None
-) -> Tuple[List[float], Optional[List[str]]]:
-    """Per-class pixel frequencies (any positive scale) and class names when known.
-
-    Args:
-        source (str | sequence of float): a file path (formats above) or the numbers themselves.
-        key (str, optional): the config key that named the source, for error messages.
-
-    Returns:
-        (counts, names): (K,) frequencies, and (K,) names or None.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be parsed (naming the line) or the source is empty.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"class frequency file not found: {path!r}"
-                + (f" (config key {key})" if key else "")
-                + ": compute it with tools/compute_pixel_frequencies.py, or give ADE20K's "
-                "objectInfo150.txt"
-            )
-        if _is_object_info(path):
-            with open(path) as f:
-                lines = f.readlines()
-            first = next(ln for ln in lines if ln.strip())
-            return _read_object_info(path, lines[lines.index(first) :])
-        return read_class_frequencies(path, key=key)
-    counts = [float(c) for c in source]
-    if not counts:
-        raise ValueError("class frequencies are empty")
-    return counts, None
-
-
-def _synonyms(name: str) -> List[str]:
-    """ADE20K's 'building, edifice' (or 'building;edifice') -> ['building', 'edifice']."""
-    return [s.strip().lower() for s in name.replace(";", ",").split(",") if s.strip()]
-
-
-def check_class_names(
-    frequency_names: Optional[Sequence[str]],
-    dataset_classes: Optional[Sequence[str]],
-    *,
-    source: str,
-    key: str,
-    dataset: str = "the dataset",
-) -> None:
-    """Refuse frequencies whose class names are not the dataset's, in the dataset's order.
-
-    A frequency file's name matches when it, or one of its comma/semicolon-separated synonyms
-    (ADE20K's ``objectInfo150.txt``: 'television, television receiver, ...'), equals the
-    dataset's class name, ignoring case and surrounding spaces. Nothing is checked when either
-    side has no names (a bare list of numbers, a dataset without ``classes``).
-
-    Args:
-        frequency_names: (K,) names from the frequency source, or None.
-        dataset_classes: the dataset's ``metainfo['classes']``, or None.
-        source (str): the frequency source as ``describe_source`` gives it.
-        key (str): the config key that named the source.
-        dataset (str): how to name the dataset in the message.
-
-    Raises:
-        ValueError: naming the first differing classes, the file, the key and the fix.
-    """
-    if frequency_names is None or dataset_classes is None:
-        return
-    fix = (
-        f"compute the frequencies of this dataset with tools/compute_pixel_frequencies.py "
+def frequency_fix(key: str) -> str:
+    """How to get a frequency file that fits the data: what frequency errors end with."""
+    return (
+        "compute the frequencies of this dataset with tools/compute_pixel_frequencies.py "
         f"<train label dir> --config <your config> --out <file>, and set {key} to that file"
     )
-    if len(frequency_names) != len(dataset_classes):
-        raise ValueError(
-            f"class frequencies {source} ({key}) list {len(frequency_names)} classes but "
-            f"{dataset} has {len(dataset_classes)}: {fix}"
-        )
-    bad = [
-        (i, f, d)
-        for i, (f, d) in enumerate(zip(frequency_names, dataset_classes))
-        if str(d).strip().lower() not in _synonyms(str(f))
-    ]
-    if bad:
-        shown = "; ".join(
-            f"class {i}: {f.strip()!r} in the file, {d!r} in the data" for i, f, d in bad[:5]
-        )
-        raise ValueError(
-            f"class frequencies {source} ({key}) are not those of {dataset}'s classes: "
-            f"{len(bad)} of {len(dataset_classes)} names differ ({shown}"
-            f"{'; ...' if len(bad) > 5 else ''}). Weights or groups would go to the wrong classes: {fix}"
-        )
+
+
+def count_class_pixels(
+    ann_dir: str,
+    num_classes: int,
+    *,
+    reduce_zero_label: bool = False,
+    ignore_index: int = 255,
+    suffix: str = ".png",
+    progress: bool = True,
+) -> np.ndarray:
+    """(K,) int64 pixel count per class over every ``*suffix`` label map under ``ann_dir``.
+
+    With ``reduce_zero_label`` (ADE20K), label 0 is ignored and label c+1 counts for class c,
+    as mmseg's LoadAnnotations does. ``ignore_index`` pixels are not counted.
+
+    Args:
+        ann_dir (str): folder of single-channel label maps, searched recursively.
+        num_classes (int): K.
+        reduce_zero_label (bool): ADE20K's labels (0 unlabelled, class c stored as c+1).
+        ignore_index (int): label not counted (after ``reduce_zero_label``).
+        suffix (str): file name ending of the label maps.
+        progress (bool): show a tqdm progress bar.
+
+    Raises:
+        FileNotFoundError: no folder or no label map in it.
+        ValueError: a label outside [0, K) that is not the ignore label, naming the file.
+    """
+    if not os.path.isdir(ann_dir):
+        raise FileNotFoundError(f"annotation folder not found: {ann_dir!r}")
+    files = sorted(
+        os.path.join(dp, f) for dp, _, fs in os.walk(ann_dir) for f in fs if f.endswith(suffix)
+    )
+    if not files:
+        raise FileNotFoundError(f"no '*{suffix}' label maps under {ann_dir!r}")
+    counts = np.zeros(num_classes, np.int64)
+    for path in tqdm(files, desc="counting class pixels", unit="map", disable=not progress):
+        label = np.asarray(Image.open(path)).astype(np.int64)
+        if label.ndim != 2:
+            raise ValueError(
+                f"{path}: expected a single-channel label map, got shape {label.shape}"
+            )
+        if reduce_zero_label:
+            # exactly mmseg's LoadAnnotations: 0 -> 255, c -> c-1, and 255 stays 255
+            label[label == 0] = 255
+            label = label - 1
+            label[label == 254] = 255
+        label = label[label != ignore_index]
+        bad = (label < 0) | (label >= num_classes)
+        if bad.any():
+            raise ValueError(
+                f"{path}: label {int(label[bad][0])} outside [0, {num_classes}) "
+                f"(num_classes={num_classes}, reduce_zero_label={reduce_zero_label})"
+            )
+        counts += np.bincount(label, minlength=num_classes)
+    return counts
+
+
+def dataset_classes_from_config(config: str) -> Tuple[List[str], Optional[bool]]:
+    """Class names and ``reduce_zero_label`` of the training dataset of an mmseg config.
+
+    Returns:
+        (names, reduce_zero_label): the dataset's K class names (its ``metainfo`` or its
+        class's ``METAINFO``); its ``reduce_zero_label``, or its class's default when the
+        config leaves it out (None when the class has no such argument).
+    """
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get("default_scope", "mmseg"))
+    ds = cfg.train_dataloader.dataset
+    while "dataset" in ds:  # RepeatDataset and other wrappers
+        ds = ds.dataset
+    classes = (ds.get("metainfo") or {}).get("classes")
+    if classes is None:
+        classes = DATASETS.get(ds.type).METAINFO["classes"]
+    reduce = ds.get("reduce_zero_label")
+    if reduce is None:
+        # e.g. mmseg's ADE20K config leaves it to ADE20KDataset, whose default is True.
+        default = inspect.signature(DATASETS.get(ds.type)).parameters.get("reduce_zero_label")
+        reduce = default.default if default is not None else None
+    return list(classes), reduce

@@ -26,10 +26,13 @@ from typing import Optional
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from disalign_core import grw_class_weights, grw_cross_entropy
-from disalign_core.losses import check_reduction
-
-from .frequencies import FrequencySource, describe_source, load_class_frequencies
+from disalign_core import (
+    FrequencySource,
+    check_reduction,
+    grw_class_weights,
+    grw_cross_entropy,
+    read_class_frequencies,
+)
 
 __all__ = ["GRWCrossEntropyLoss", "LOSS_FREQUENCY_KEY"]
 
@@ -70,7 +73,8 @@ class GRWCrossEntropyLoss(nn.Module):
     ):
         super().__init__()
         check_reduction(reduction, avg_mode)
-        counts, names = load_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
+        frequencies = read_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
+        counts, names = frequencies
         weights = grw_class_weights(
             counts, rho, num_classes=num_classes, zero_count=zero_count, class_names=names
         )
@@ -79,7 +83,7 @@ class GRWCrossEntropyLoss(nn.Module):
         self.register_buffer("class_weight", weights, persistent=False)
         # Where the weights came from and the classes' names (None for a bare list or a file
         # without names): DisAlignHead and DisAlignDataCheckHook name them in their errors.
-        self.frequency_source = describe_source(class_frequencies)
+        self.frequency_source = frequencies.source
         self.class_names = names
         self.rho = rho
         self.reduction = reduction

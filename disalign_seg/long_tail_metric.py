@@ -18,17 +18,22 @@ import numpy as np
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 
-from disalign_core import ADE20K_SHARE_THRESHOLDS, group_indices, groups_by_share
-
-from .frequencies import (
+from disalign_core import (
+    ADE20K_SHARE_THRESHOLDS,
     FrequencySource,
     check_class_names,
-    describe_source,
-    load_class_frequencies,
-    share_total,
+    group_indices,
+    groups_by_share,
+    read_class_frequencies,
 )
 
+from .frequencies import frequency_fix
+
 __all__ = ["LongTailIoUMetric"]
+
+# Where configs set the metric's frequencies (error messages name them).
+_KEY = "val_evaluator.class_frequencies"
+_EVALUATOR_KEYS = "val_evaluator.class_frequencies / test_evaluator.class_frequencies"
 
 
 @METRICS.register_module()
@@ -55,13 +60,13 @@ class LongTailIoUMetric(IoUMetric):
         super().__init__(**kwargs)
         if "mIoU" not in self.metrics:
             raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
-        counts, self.class_names = load_class_frequencies(
-            class_frequencies, key="val_evaluator.class_frequencies"
-        )
-        self.frequency_source = describe_source(class_frequencies)
+        # Read once: counts, names, and what the counts are shares of (objectInfo150.txt).
+        frequencies = read_class_frequencies(class_frequencies, key=_KEY)
+        self.class_names = frequencies.names
+        self.frequency_source = frequencies.source
         self.group_names = list(group_names)
         self.class_groups: List[str] = groups_by_share(
-            counts, thresholds, group_names, total=share_total(class_frequencies)
+            frequencies.counts, thresholds, group_names, total=frequencies.share_total
         )
 
     @IoUMetric.dataset_meta.setter
@@ -79,8 +84,9 @@ class LongTailIoUMetric(IoUMetric):
             self.class_names,
             classes,
             source=self.frequency_source,
-            key="val_evaluator.class_frequencies / test_evaluator.class_frequencies",
+            key=_EVALUATOR_KEYS,
             dataset="the evaluated dataset",
+            fix=frequency_fix(_EVALUATOR_KEYS),
         )
         self._dataset_meta = dataset_meta
 

@@ -1,12 +1,14 @@
 """Frequency files with bad content: every error names the file, the config key and what is
 expected; and re-weighting weights stay finite for every accepted rho."""
 
+import copy
 import json
+import pickle
 
 import pytest
 import torch
 
-from disalign_core import grw_class_weights, read_class_frequencies
+from disalign_core import check_class_names, grw_class_weights, read_class_frequencies
 
 KEY = "MODEL.DISALIGN.FREQUENCY_FILE"
 
@@ -67,3 +69,102 @@ def test_log_space_matches_direct_formula_at_moderate_rho():
     direct = (counts / counts.sum()).pow(-rho)
     direct = direct / direct.sum() * 4
     assert torch.allclose(grw_class_weights(counts, rho), direct.float(), rtol=1e-6)
+
+
+OBJECT_INFO = (
+    "Idx\tRatio\tTrain\tVal\tName\n"
+    "1\t0.1576\t11664\t1172\twall\n"
+    "2\t0.1072\t6046\t612\tbuilding, edifice\n"
+    "3\t0.0878\t8265\t796\tsky\n"
+)
+
+
+def test_ade20k_object_info_reads_ratios_as_shares_of_all_pixels(tmp_path):
+    path = tmp_path / "objectInfo150.txt"
+    path.write_text(OBJECT_INFO)
+    frequencies = read_class_frequencies(str(path), key=KEY)
+    counts, names = frequencies
+    assert counts == [0.1576, 0.1072, 0.0878]
+    assert names == ["wall", "building, edifice", "sky"]
+    # Ratios are shares of every pixel (unlabelled ones too): not to be renormalised by their sum.
+    assert frequencies.share_total == 1.0
+    assert frequencies.source == repr(str(path))
+
+
+def test_counts_are_shares_of_their_sum(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("# pixels\na\t10\nb\t5\n")
+    frequencies = read_class_frequencies(path)  # os.PathLike as well as str
+    assert frequencies == ([10.0, 5.0], ["a", "b"])
+    assert frequencies.share_total is None
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (OBJECT_INFO + "4\tlots\t1\t1\tfloor\n", r"objectInfo150.txt:5: Ratio 'lots' is not"),
+        (OBJECT_INFO + "4\t0.1\tfloor\n", r"objectInfo150.txt:5: expected 5 tab-separated"),
+        (OBJECT_INFO + "4\t-0.1\t1\t1\tfloor\n", r"class 3 \('floor'\) is '-0.1'"),
+        ("Idx\tRatio\tTrain\tVal\tName\n", r"holds no class frequencies"),
+    ],
+)
+def test_bad_object_info_names_line_file_and_key(tmp_path, content, match):
+    path = tmp_path / "objectInfo150.txt"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as info:
+        read_class_frequencies(str(path), key=KEY)
+    assert KEY in str(info.value)
+
+
+def test_a_list_is_a_source_too():
+    frequencies = read_class_frequencies([3, 2.5, 0], key=KEY)
+    assert frequencies == ([3.0, 2.5, 0.0], None)
+    assert frequencies.source == "a list of 3 numbers" and frequencies.share_total is None
+    with pytest.raises(ValueError, match=rf"a list of 2 numbers \(config key {KEY}\).*class 1"):
+        read_class_frequencies([1, "x"], key=KEY)
+    with pytest.raises(ValueError, match="holds no class frequencies"):
+        read_class_frequencies([], key=KEY)
+
+
+def test_result_survives_copy_and_pickle(tmp_path):
+    path = tmp_path / "objectInfo150.txt"
+    path.write_text(OBJECT_INFO)
+    frequencies = read_class_frequencies(str(path))
+    for clone in (copy.deepcopy(frequencies), pickle.loads(pickle.dumps(frequencies))):
+        assert clone == frequencies and clone.names == frequencies.names
+        assert clone.share_total == 1.0 and clone.source == frequencies.source
+
+
+def test_class_names_match_exactly_or_by_synonym():
+    # exact names, ADE20K's synonym lists ("," or ";"), case and spaces ignored
+    check_class_names(["a", "b_(x)"], ["a", "b_(x)"], source="f", key=KEY)
+    check_class_names(
+        ["building, edifice", "Television;TV receiver "],
+        ["edifice", "tv receiver"],
+        source="f",
+        key=KEY,
+    )
+    # nothing to compare
+    check_class_names(None, ["a"], source="f", key=KEY)
+    check_class_names(["a"], None, source="f", key=KEY)
+
+
+def test_class_name_errors_name_source_key_classes_and_fix():
+    with pytest.raises(ValueError) as info:
+        check_class_names(
+            ["a", "b", "c"],
+            ["a", "c", "b"],
+            source="'f.json'",
+            key=KEY,
+            dataset="lvis_train",
+            fix="FIX IT",
+        )
+    message = str(info.value)
+    assert "'f.json'" in message and KEY in message and "lvis_train" in message
+    assert "2 of 3 names differ (class 1: 'b' in the file, 'c' in the data" in message
+    assert message.endswith("FIX IT")
+    with pytest.raises(ValueError, match=r"list 2 classes but the dataset has 3: give the"):
+        check_class_names(["a", "b"], ["a", "b", "c"], source="f", key=KEY)
+    # A synonym must be a whole name, not a part of one.
+    with pytest.raises(ValueError, match="1 of 1 names differ"):
+        check_class_names(["building, edifice"], ["build"], source="f", key=KEY)

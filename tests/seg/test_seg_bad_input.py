@@ -10,12 +10,11 @@ import torch
 from mmseg.datasets import ADE20KDataset, BaseSegDataset
 from mmseg.registry import MODELS
 
-from disalign_core import write_class_frequencies
+from disalign_core import check_class_names, read_class_frequencies, write_class_frequencies
+from disalign_demo.seg import SyntheticLongTailSpec, generate_ade20k_synthetic
 from disalign_seg import LongTailIoUMetric
 from disalign_seg.checkpoint_compat import CheckpointReadError
 from disalign_seg.data_check_hook import missing_dataset_files
-from disalign_seg.frequencies import check_class_names, load_class_frequencies
-from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
 
 from seg_testing import FCN_HEAD, MMSEG_TOOLS, REPO, disalign_head_cfg, tiny_segmentor_cfg
 
@@ -30,7 +29,7 @@ KEY = "model.decode_head.loss_decode.class_frequencies"
 def data(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("bad_input") / "data")
     spec = SyntheticLongTailSpec(num_train=6, num_val=2, tail_train_images=1)
-    meta = generate_dataset(root, spec, seed=3)
+    meta = generate_ade20k_synthetic(root, spec, seed=3)
     write_class_frequencies(
         os.path.join(root, "pixel_frequencies.json"),
         [100.0 - i for i in range(14)],
@@ -143,7 +142,7 @@ def _stage1_state():
 
 
 def test_real_ade20k_names_match_mmseg_classes_and_a_shuffle_does_not():
-    counts, names = load_class_frequencies(OBJECT_INFO)
+    counts, names = read_class_frequencies(OBJECT_INFO)
     classes = ADE20KDataset.METAINFO["classes"]
     assert len(names) == len(classes) == 150
     # e.g. 'television, television receiver, ...' in the file, 'television receiver' in mmseg

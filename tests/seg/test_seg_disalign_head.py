@@ -3,15 +3,14 @@ import copy
 import pytest
 import torch
 from mmengine.runner.checkpoint import load_checkpoint, save_checkpoint
+from mmengine.structures import PixelData
 from mmseg.models.decode_heads import DepthwiseSeparableASPPHead, FCNHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from mmengine.structures import PixelData
+from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 from disalign_core import DisAlignCalibration
 from disalign_seg import DisAlignHead, calibrated_head_class
-
-from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 
 def _inputs(head_cfg):
@@ -105,6 +104,28 @@ def test_bad_heads_are_clear_errors():
         MODELS.build(dict(type="DisAlignHead", head=calibrated_head_class("FCNHead")))
     with pytest.raises(TypeError, match="head="):
         DisAlignHead()
+
+
+class _NoClassifierHead(FCNHead):
+    """A decode head that classifies without conv_seg (as mmseg's SANHead)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        del self.conv_seg
+
+
+def test_head_without_conv_seg_is_named_whatever_the_class_hierarchy():
+    fcn_args = {k: v for k, v in FCN_HEAD.items() if k != "type"}
+    with pytest.raises(TypeError, match="_NoClassifierHead has no conv_seg classifier"):
+        DisAlignHead(head=_NoClassifierHead, **fcn_args)
+
+    # A subclass of the calibrated class moves the inner head one step down the MRO.
+    class Subclassed(calibrated_head_class(_NoClassifierHead)):
+        pass
+
+    assert Subclassed.inner_head is _NoClassifierHead
+    with pytest.raises(TypeError, match="_NoClassifierHead has no conv_seg classifier"):
+        Subclassed(head=_NoClassifierHead, **fcn_args)
 
 
 def test_init_weights_keeps_identity():

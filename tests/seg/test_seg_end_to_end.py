@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from disalign_seg.synthetic import SyntheticLongTailSpec, generate_dataset
+from disalign_demo.seg import SyntheticLongTailSpec, generate_ade20k_synthetic
 
 from seg_testing import MMSEG_TOOLS, REPO, run_tool
 
@@ -33,7 +33,7 @@ def _iters(n, ckpt_every):
 def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     data = str(tmp_path / "data")
     spec = SyntheticLongTailSpec(num_train=24, num_val=6, body_image_share=0.4, tail_train_images=1)
-    meta = generate_dataset(data, spec, seed=1)
+    meta = generate_ade20k_synthetic(data, spec, seed=1)
     env = dict(DISALIGN_SEG_DATA=data)
     train, test = os.path.join(MMSEG_TOOLS, "train.py"), os.path.join(MMSEG_TOOLS, "test.py")
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from mmseg.models.losses.utils import weight_reduce_loss
 from mmseg.registry import MODELS
 
-from disalign_core import grw_class_weights
-from disalign_seg import GRWCrossEntropyLoss, load_class_frequencies
+from disalign_core import grw_class_weights, read_class_frequencies
+from disalign_seg import GRWCrossEntropyLoss
 
 OBJECT_INFO = (
     "Idx\tRatio\tTrain\tVal\tName\n"
@@ -82,12 +82,12 @@ def test_loss_name_follows_mmseg_convention():
 def test_frequency_files(tmp_path):
     info = tmp_path / "objectInfo150.txt"
     info.write_text(OBJECT_INFO)
-    counts, names = load_class_frequencies(str(info))
+    counts, names = read_class_frequencies(str(info))
     assert counts == [0.1576, 0.1072, 0.0878]
     assert names == ["wall", "building;edifice", "sky"]
     js = tmp_path / "f.json"
     js.write_text(json.dumps({"counts": [10, 5, 1], "names": ["a", "b", "c"]}))
-    assert load_class_frequencies(str(js)) == ([10.0, 5.0, 1.0], ["a", "b", "c"])
+    assert read_class_frequencies(str(js)) == ([10.0, 5.0, 1.0], ["a", "b", "c"])
     txt = tmp_path / "f.txt"
     txt.write_text("10\n5\n1\n")
     loss = GRWCrossEntropyLoss(str(txt), rho=0.3)
@@ -102,7 +102,7 @@ def test_bad_object_info_line_is_named(tmp_path):
     info = tmp_path / "objectInfo150.txt"
     info.write_text(OBJECT_INFO + "4\tlots\t1\t1\tfloor\n")
     with pytest.raises(ValueError, match=r"objectInfo150.txt:5: Ratio 'lots'"):
-        load_class_frequencies(str(info))
+        read_class_frequencies(str(info))
 
 
 def test_bad_inputs_are_clear_errors(tmp_path):

@@ -1,3 +1,4 @@
+import builtins
 import math
 import os
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from mmseg.evaluation.metrics import IoUMetric
-from mmseg.registry import METRICS
+from mmseg.registry import METRICS, MODELS
 
 K = 6
 # shares: 0.5, 0.3, 0.19, 0.005, 0.004, 0.001 -> head, head, head, body, body, tail
@@ -103,7 +104,9 @@ def test_ade20k_object_info_gives_the_supplement_table7_groups(tmp_path):
     """objectInfo150.txt ratios are shares of all pixels: the paper's 20 / 55 / 75 split."""
     rows = [
         line.rstrip("\n").split("\t")
-        for line in open(os.path.join(os.path.dirname(__file__), "data", "ade20k_supplement_table7.tsv"))
+        for line in open(
+            os.path.join(os.path.dirname(__file__), "data", "ade20k_supplement_table7.tsv")
+        )
         if not line.startswith("#")
     ]
     assert len(rows) == 150
@@ -132,3 +135,27 @@ def test_class_count_mismatch_is_an_error():
 def test_missing_frequency_file_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         METRICS.build(dict(type="LongTailIoUMetric", class_frequencies=str(tmp_path / "nope.json")))
+
+
+def test_metric_and_loss_read_the_frequency_file_once_each(tmp_path, monkeypatch):
+    """One read per component: counts, names and share total come from the same open."""
+    info = tmp_path / "objectInfo150.txt"
+    info.write_text(
+        "Idx\tRatio\tTrain\tVal\tName\n"
+        + "".join(f"{i + 1}\t{share}\t1\t1\tc{i}\n" for i, share in enumerate(COUNTS))
+    )
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(info):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    metric = METRICS.build(dict(type="LongTailIoUMetric", class_frequencies=str(info)))
+    assert len(opened) == 1
+    # objectInfo150.txt ratios are shares of 1.0, not of their sum (here 9999.0)
+    assert metric.class_groups == ["head"] * 6
+    MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=str(info)))
+    assert len(opened) == 2

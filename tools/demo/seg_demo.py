@@ -99,7 +99,7 @@ def main() -> None:
     import torch
 
     from disalign_core import groups_by_share, read_class_frequencies
-    from disalign_seg.synthetic import generate_dataset
+    from disalign_demo.seg import generate_ade20k_synthetic
 
     start = time.time()
     out = os.path.abspath(args.output)
@@ -110,7 +110,7 @@ def main() -> None:
     seed = [f"randomness.seed={args.seed}"]
 
     print(f"[seg demo] generating the long-tailed dataset in {data}", flush=True)
-    meta = generate_dataset(data, seed=args.seed)
+    meta = generate_ade20k_synthetic(data, seed=args.seed)
     freq = os.path.join(data, "pixel_frequencies.json")
     run(
         "class pixel frequencies",

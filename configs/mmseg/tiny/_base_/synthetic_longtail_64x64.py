@@ -1,4 +1,4 @@
-# The built-in long-tailed dataset (disalign_seg.synthetic, ADE20K layout and label
+# The built-in long-tailed dataset (disalign_demo.seg, ADE20K layout and label
 # convention: 0 = unlabelled, class c stored as c+1, read with reduce_zero_label=True).
 # Its folder comes from the environment variable DISALIGN_SEG_DATA; the demo and the tests
 # generate it there, and write its class pixel counts to pixel_frequencies.json.

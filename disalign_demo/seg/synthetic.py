@@ -26,7 +26,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["SyntheticLongTailSpec", "DEFAULT_SPEC", "generate_dataset", "class_palette"]
+__all__ = ["SyntheticLongTailSpec", "DEFAULT_SPEC", "generate_ade20k_synthetic", "class_palette"]
 
 
 class SyntheticLongTailSpec:
@@ -167,8 +167,10 @@ def _image(spec, looks, objects: List[int], rng) -> (np.ndarray, np.ndarray):
     return (img * 255).astype(np.uint8), lab
 
 
-def generate_dataset(root: str, spec: SyntheticLongTailSpec = DEFAULT_SPEC, seed: int = 0) -> Dict:
-    """Write the dataset under ``root``.
+def generate_ade20k_synthetic(
+    root: str, spec: SyntheticLongTailSpec = DEFAULT_SPEC, seed: int = 0
+) -> Dict:
+    """Write the dataset under ``root`` (same ``seed`` and ``spec``: same files).
 
     Returns:
         dict: ``classes`` (K names), ``palette``, ``root``, ``num_train``, ``num_val``.
