@@ -5,7 +5,8 @@ enters the head's classifier ``conv_seg`` (the head's ``channels``), H, W the de
 
 ``MODELS.build(dict(type='DisAlignHead', head='FCNHead', calibration=dict(...), **fcn_args))``
 returns an instance of ``DisAlignFCNHead``, a class made once per head class with the bases
-``(DisAlignHead, FCNHead)``. It is the inner head itself, not a wrapper around it:
+``(DisAlignHead, FCNHead)`` and ``inner_head = FCNHead``. It is the inner head itself, not a
+wrapper around it:
 - nothing of the inner head is copied or re-implemented: its ``forward``, ``loss_by_feat``,
   ``predict_by_feat`` and the attributes the segmentor reads run unchanged;
 - ``cls_seg`` (dropout then ``conv_seg``, the one step every such head shares) is extended:
@@ -15,7 +16,8 @@ returns an instance of ``DisAlignFCNHead``, a class made once per head class wit
   override is plain Python that shows in the class and its MRO;
 - the parameter names are the plain head's (``decode_head.conv_seg.weight``), plus
   ``decode_head.calibration.{alpha,beta,confidence_weight,confidence_bias}``. A stage-1
-  checkpoint of the plain model therefore loads with ``load_from`` and every weight lands;
+  checkpoint of the plain model therefore loads (``model.stage1_checkpoint``, ``load_from``)
+  and every weight lands;
   the calibration, absent from it, keeps its identity start.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The MMSegmentation half of the demo: DisAlign on the built-in long-tailed dataset.
 
-1. generates the dataset (``disalign_seg.synthetic``, ADE20K layout) under ``OUT/data``;
+1. generates the dataset (``disalign_demo.seg``, ADE20K layout) under ``OUT/data``;
 2. counts its class pixels with ``tools/compute_pixel_frequencies.py``;
 3. trains stage 1 (plain FCN, tiny ResNet-18-D8) with mmseg's own ``tools/train.py``;
 4. trains DisAlign stage 2 from the stage-1 checkpoint (``model.stage1_checkpoint``) with the
