@@ -15,7 +15,14 @@ setup(
         "MMPretrain plugins"
     ),
     packages=find_packages(
-        include=["disalign_core*", "disalign_det*", "disalign_seg*", "disalign_cls*"]
+        include=[
+            "disalign_core*",
+            "disalign_det*",
+            "disalign_seg*",
+            "disalign_cls*",
+            # demo/test scaffolding (generated data, tiny CPU models); no plugin imports it
+            "disalign_demo*",
+        ]
     ),
     python_requires=">=3.9",
     install_requires=["torch>=1.10", "numpy"],

@@ -69,10 +69,9 @@ def tau_normalize_(weight: torch.Tensor, tau: float) -> None:
 def det_posthoc(demo: str, taus) -> dict:
     from detectron2.config import get_cfg
 
-    sys.path.insert(0, os.path.join(ROOT, "projects", "DisAlign"))
-    from train_net import Trainer  # noqa: E402
-
+    from disalign_demo.det import add_tiny_backbone_config
     from disalign_det import DisAlignCheckpointer, add_disalign_config, register_disalign_instances
+    from disalign_det.engine import Trainer
 
     with open(os.path.join(demo, "det_results.json")) as f:
         demo_results = json.load(f)
@@ -90,6 +89,7 @@ def det_posthoc(demo: str, taus) -> dict:
     def build(config, opts):
         cfg = get_cfg()
         add_disalign_config(cfg)
+        add_tiny_backbone_config(cfg)
         cfg.merge_from_file(config)
         cfg.merge_from_list(
             ["MODEL.ROI_HEADS.NUM_CLASSES", str(len(counts)), "OUTPUT_DIR", tmp] + opts
