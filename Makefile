@@ -25,5 +25,11 @@ bench: setup
 full-size: setup
 	$(PY) benchmarks/full_size_configs.py --out output/full_size
 
+# Formatting and lint (black, isort, ruff; settings in pyproject.toml). CI runs it.
+lint: setup
+	$(PY) -m black --check --quiet .
+	$(PY) -m isort --check-only --quiet .
+	$(PY) -m ruff check --quiet .
+
 clean:
 	rm -rf output work_dirs

@@ -8,6 +8,7 @@ Peak memory:
   with ``MALLOC_MMAP_THRESHOLD_`` set low (``run_isolated`` does this) and each measured
   configuration runs in a fresh process.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,5 +92,9 @@ def run_isolated(argv: List[str]) -> dict:
 
 def ratio_line(name: str, value: float, baseline: float, target: float = None) -> str:
     r = value / baseline if baseline else float("nan")
-    verdict = "" if target is None else ("  (target <= %.2f: %s)" % (target, "met" if r <= target else "MISSED"))
+    verdict = (
+        ""
+        if target is None
+        else ("  (target <= %.2f: %s)" % (target, "met" if r <= target else "MISSED"))
+    )
     return f"{name}: {r:.3f}x{verdict}"

@@ -16,7 +16,9 @@ ROOT = os.path.dirname(HERE)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--demo-dir", default="output/demo")
     parser.add_argument("--iters", type=int, default=20)
     args = parser.parse_args()
@@ -28,10 +30,14 @@ def main() -> int:
         check=True,
     )  # fmt: skip
     have_demo = all(
-        os.path.isfile(os.path.join(args.demo_dir, fw, f"{fw}_results.json")) for fw in ("det", "seg")
+        os.path.isfile(os.path.join(args.demo_dir, fw, f"{fw}_results.json"))
+        for fw in ("det", "seg")
     )
     if not have_demo:
-        subprocess.run([py, os.path.join(ROOT, "tools", "demo", "run_demo.py"), "--output", args.demo_dir], check=True)
+        subprocess.run(
+            [py, os.path.join(ROOT, "tools", "demo", "run_demo.py"), "--output", args.demo_dir],
+            check=True,
+        )
     subprocess.run(
         [py, os.path.join(HERE, "bench_posthoc.py"), "--demo-dir", args.demo_dir,
          "--json", os.path.join(args.demo_dir, "bench_posthoc.json")],

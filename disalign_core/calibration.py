@@ -27,6 +27,7 @@ Differences from the authors' released code, kept on purpose:
   about 2% over the run (their ``s`` 1 -> 0.98 without gradient, our ``alpha`` x 0.98).
   Exclude ``alpha`` from decay with an optimizer ``paramwise_cfg`` to remove it altogether.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -5,6 +5,7 @@ Two ways to group K classes:
 - by share of the total, e.g. ADE20K head (>1% of labelled pixels) / body (0.1%-1%) /
   tail (<0.1%).
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence

@@ -16,6 +16,7 @@ sum of the class-weighted per-item losses by a denominator chosen by ``avg_mode`
 (mmseg 1.x's own ``CrossEntropyLoss`` with ``class_weight`` divides by the labels' weights,
 as "weighted".)
 """
+
 from __future__ import annotations
 
 from typing import Optional, Union

@@ -2,8 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from disalign_core.freezing import freeze_except, is_frozen
-
 from disalign_core import (
     CLASSIFICATION_COUNT_BINS,
     DisAlignCalibration,
@@ -15,6 +13,7 @@ from disalign_core import (
     read_class_frequencies,
     write_class_frequencies,
 )
+from disalign_core.freezing import freeze_except, is_frozen
 
 
 def test_lvis_count_groups_boundaries():

@@ -80,7 +80,9 @@ def test_grw_cross_entropy_dense_ignore_index():
 
 def test_grw_cross_entropy_empty_is_zero_with_gradient():
     logits = torch.randn(0, 4, requires_grad=True)
-    loss = grw_cross_entropy(logits, torch.zeros(0, dtype=torch.long), torch.ones(3), num_extra_classes=1)
+    loss = grw_cross_entropy(
+        logits, torch.zeros(0, dtype=torch.long), torch.ones(3), num_extra_classes=1
+    )
     assert loss.item() == 0.0
     loss.backward()
     assert logits.grad is not None
@@ -88,7 +90,9 @@ def test_grw_cross_entropy_empty_is_zero_with_gradient():
 
 def test_grw_cross_entropy_wrong_class_count():
     with pytest.raises(ValueError, match="K\\+E=4"):
-        grw_cross_entropy(torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.ones(3), num_extra_classes=1)
+        grw_cross_entropy(
+            torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.ones(3), num_extra_classes=1
+        )
 
 
 def test_grw_cross_entropy_all_ignored_is_zero_with_gradient():
