@@ -29,7 +29,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from disalign_core import grw_class_weights, read_class_frequencies
+from disalign_core import check_class_names, grw_class_weights, read_class_frequencies
 
 __all__ = [
     "FREQUENCY_TYPES",
@@ -193,23 +193,16 @@ def class_frequencies_from_config(cfg) -> Tuple[List[float], Optional[List[str]]
             f"class frequencies from {source} have {len(counts)} entries, but "
             f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
         )
-    if path and names is not None and cfg.DATASETS.TRAIN:
+    if path and cfg.DATASETS.TRAIN:
         # A file whose classes are in another order would silently weight the wrong classes.
         dataset = cfg.DATASETS.TRAIN[0]
-        classes = MetadataCatalog.get(dataset).get("thing_classes")
-        if classes is not None and list(classes) != list(names):
-            differ = [i for i, (a, b) in enumerate(zip(names, classes)) if a != b]
-            if not differ:  # one list is a prefix of the other
-                raise ValueError(
-                    f"{source} names {len(names)} classes, but {dataset} has "
-                    f"{len(classes)} (thing_classes): the file's classes must be the "
-                    "dataset's, in the same order"
-                )
-            i = differ[0]
-            raise ValueError(
-                f"{source} names class {i} {names[i]!r}, but {dataset} calls it "
-                f"{classes[i]!r}: the file's classes must be the dataset's, in the same order"
-            )
+        check_class_names(
+            names,
+            MetadataCatalog.get(dataset).get("thing_classes"),
+            source=repr(path),
+            key="MODEL.DISALIGN.FREQUENCY_FILE",
+            dataset=dataset,
+        )
     if comm.get_world_size() > 1:
         # Rank 0's frequencies everywhere.
         counts, names = comm.all_gather((counts, names))[0]
