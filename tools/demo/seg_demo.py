@@ -98,6 +98,7 @@ def main() -> None:
 
     import torch
 
+    import disalign_seg  # noqa: F401  lets torch.load read mmengine checkpoints (allow-list)
     from disalign_core import groups_by_share, read_class_frequencies
     from disalign_demo.seg import generate_ade20k_synthetic
 
