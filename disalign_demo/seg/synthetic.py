@@ -13,8 +13,8 @@ direction), so a small network can recognise it. Class pixel shares span ADE20K'
 - body (0.1% - 1%): objects in a fraction of the images;
 - tail (< 0.1%): objects in only a few training images.
 Head classes are greyish textures, body and tail classes saturated colours; what makes an
-instance-balanced model ignore the rare ones is only how few pixels they have. The validation split shows every class in several
-images, so that each class's IoU is measured.
+instance-balanced model ignore the rare ones is only how few pixels they have. The validation
+split shows every class in several images, so that each class's IoU is measured.
 """
 
 from __future__ import annotations
