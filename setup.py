@@ -20,6 +20,8 @@ setup(
             "disalign_det*",
             "disalign_seg*",
             "disalign_cls*",
+            # shared by the OpenMMLab plugins (mmengine checkpoints, the calibration stage)
+            "disalign_mmengine*",
             # demo/test scaffolding (generated data, tiny CPU models); no plugin imports it
             "disalign_demo*",
         ]
@@ -30,8 +32,6 @@ setup(
         # detectron2 itself is not on PyPI: install it from its git repository first.
         "det": ["fvcore", "pycocotools", "lvis", "matplotlib", "tqdm"],
         "seg": ["mmcv>=2.0.0rc4,<2.2.0", "mmengine>=0.10", "mmsegmentation>=1.0,<2", "tqdm"],
-        # disalign_cls loads mmengine checkpoints through disalign_seg's allow-list module
-        # (shipped in this distribution), without importing mmseg.
         "cls": ["mmcv>=2.0.0,<2.4.0", "mmengine>=0.10,<1.0", "mmpretrain>=1.0,<2"],
         "dev": ["pytest", "matplotlib"],
     },

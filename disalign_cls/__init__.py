@@ -8,10 +8,10 @@ Importing registers, in MMPretrain's registries:
   calibration stage's classifier, everything else frozen), ``GRWCrossEntropyLoss``;
 - METRICS: ``LongTailAccuracy`` (top-k overall and for many-, medium- and few-shot classes);
 lets mmengine checkpoints load under torch >= 2.6 and explains unreadable checkpoint files
-(``checkpoint_compat``, shared with ``disalign_seg``).
+(``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
 """
 
-from .checkpoint_compat import allow_mmengine_checkpoints, install_checkpoint_errors
+from disalign_mmengine import allow_mmengine_checkpoints, install_checkpoint_errors
 
 # Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
 allow_mmengine_checkpoints()

@@ -1,45 +1,30 @@
 """The calibration stage's classifier: MMPretrain's ImageClassifier with everything but
 DisAlign frozen.
 
-Freezing happens in ``__init__``, i.e. when the runner builds the model and before it wraps it
-in DistributedDataParallel (``Runner.__init__``: build_model, then wrap_model). DDP then
-registers only the calibration parameters, so no frozen parameter is reported unused. A hook
-(``before_train``) would come too late for DDP. Order against loading does not matter:
-freezing sets ``requires_grad`` and an eval lock, loading copies values.
+Freezing when the model is built (before DDP wraps it) and the stage-1 weights from
+``model.stage1_checkpoint`` (so that MMPretrain's plain ``--resume`` works) come from
+``disalign_mmengine.CalibrationStageMixin``, shared with MMSegmentation's segmentor; its
+docstring says why each happens where it does.
 
 What "frozen" means here (core ``freeze_all_but_calibration``): no gradient for any parameter
 but alpha, beta and the confidence of the ``DisAlignClsHead``, and every frozen part
 (backbone, neck, the classifier itself, their BatchNorms and dropouts) stays in eval mode when
-mmengine's loop calls ``model.train()``. The optimizer still receives all parameters
-(mmengine's constructor passes them all), but torch's optimizers skip parameters whose
-``.grad`` is None, so neither momentum nor weight decay moves a frozen one.
-
-Where the stage-1 weights come from: ``stage1_checkpoint``, loaded by ``init_weights``, as in
-``disalign_seg``. The runner calls ``init_weights`` when training starts and before it loads
-``load_from`` or resumes (``Runner.train``: ``_init_model_weights``, then ``load_or_resume``).
-So ``tools/train.py cfg`` starts stage 2 from stage 1, and ``tools/train.py cfg --resume``
-then overwrites everything with the run's own last checkpoint (model, optimizer, iteration):
-MMPretrain's plain ``--resume`` works because ``load_from`` stays unset. ``tools/test.py``
-does not call ``init_weights``: testing needs only the checkpoint it is given.
+mmengine's loop calls ``model.train()``. ``tools/test.py`` does not call ``init_weights``:
+testing needs only the checkpoint it is given.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import List, Optional
-
-from mmengine.logging import print_log
-from mmengine.runner.checkpoint import load_checkpoint
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
-from disalign_core import freeze_all_but_calibration
+from disalign_mmengine import CalibrationStageMixin
 
 __all__ = ["DisAlignImageClassifier"]
 
 
 @MODELS.register_module()
-class DisAlignImageClassifier(ImageClassifier):
+class DisAlignImageClassifier(CalibrationStageMixin, ImageClassifier):
     """ImageClassifier for DisAlign's calibration stage (stage 2).
 
     Args:
@@ -54,39 +39,3 @@ class DisAlignImageClassifier(ImageClassifier):
         *args, **kwargs: ImageClassifier's arguments; ``head`` must be a ``DisAlignClsHead``
             when freezing, else a ValueError says so.
     """
-
-    def __init__(
-        self,
-        *args,
-        freeze_for_calibration: bool = True,
-        stage1_checkpoint: Optional[str] = None,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self.freeze_for_calibration = freeze_for_calibration
-        self.stage1_checkpoint = stage1_checkpoint
-        self.trainable_parameter_names: List[str] = []
-        if freeze_for_calibration:
-            self.trainable_parameter_names = freeze_all_but_calibration(self)
-
-    def init_weights(self) -> None:
-        """mmengine's initialisation, then the stage-1 weights from ``stage1_checkpoint``."""
-        super().init_weights()
-        if self.stage1_checkpoint:
-            print_log(
-                f"DisAlign stage 2: loading the stage-1 checkpoint {self.stage1_checkpoint} "
-                "(model.stage1_checkpoint)",
-                logger="current",
-            )
-            # mmengine's loader: 'module.' prefixes stripped, missing/unexpected keys logged;
-            # shapes checked by DisAlignClsHead._load_from_state_dict.
-            load_checkpoint(
-                self, self.stage1_checkpoint, map_location="cpu", strict=False, logger="current"
-            )
-        elif self.freeze_for_calibration:
-            print_log(
-                "DisAlign stage 2 without model.stage1_checkpoint: the frozen weights are "
-                "random unless load_from or --resume provides them",
-                logger="current",
-                level=logging.WARNING,
-            )

@@ -8,14 +8,14 @@ Importing registers, in mmseg's registries:
 - METRICS: ``LongTailIoUMetric`` (mIoU/mAcc overall and for head, body and tail classes);
 - HOOKS: ``DisAlignDataCheckHook`` (missing data files, frequency class names, before_run);
 lets mmengine checkpoints load under torch >= 2.6, and explains unreadable checkpoint files
-(``checkpoint_compat``).
+(``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
 
 Class pixel counts of a training set: ``count_class_pixels`` (``tools/compute_pixel_frequencies.py``
 is its command line); frequency files are read by ``disalign_core.read_class_frequencies``.
 The demo's generated data set lives in ``disalign_demo.seg``.
 """
 
-from .checkpoint_compat import allow_mmengine_checkpoints, install_checkpoint_errors
+from disalign_mmengine import allow_mmengine_checkpoints, install_checkpoint_errors
 
 # Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
 allow_mmengine_checkpoints()

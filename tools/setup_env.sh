@@ -87,7 +87,7 @@ log "checking the installed requirements (pip check) and that the stack imports"
 "$PY" - <<'PYCHECK'
 import torch, torchvision, numpy, mmcv, mmcv._ext, mmengine, mmseg, mmpretrain, detectron2, lvis, pycocotools
 import mmseg.models, mmpretrain.models, detectron2.modeling, torchvision.ops
-import disalign_core, disalign_det, disalign_seg, disalign_cls, disalign_demo.det, disalign_demo.seg
+import disalign_core, disalign_mmengine, disalign_det, disalign_seg, disalign_cls, disalign_demo.det, disalign_demo.seg
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {numpy.__version__}, "
       f"mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmseg {mmseg.__version__}, "
       f"mmpretrain {mmpretrain.__version__}, detectron2 {detectron2.__version__}")

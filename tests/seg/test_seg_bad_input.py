@@ -9,14 +9,13 @@ import pytest
 import torch
 from mmseg.datasets import ADE20KDataset, BaseSegDataset
 from mmseg.registry import MODELS
+from seg_testing import FCN_HEAD, MMSEG_TOOLS, REPO, disalign_head_cfg, tiny_segmentor_cfg
 
 from disalign_core import check_class_names, read_class_frequencies, write_class_frequencies
 from disalign_demo.seg import SyntheticLongTailSpec, generate_ade20k_synthetic
+from disalign_mmengine import CheckpointReadError
 from disalign_seg import LongTailIoUMetric
-from disalign_seg.checkpoint_compat import CheckpointReadError
 from disalign_seg.data_check_hook import missing_dataset_files
-
-from seg_testing import FCN_HEAD, MMSEG_TOOLS, REPO, disalign_head_cfg, tiny_segmentor_cfg
 
 STAGE2 = os.path.join(
     REPO, "configs", "mmseg", "tiny", "disalign_fcn_r18-tiny-d4_1xb8-200_synthetic-64x64.py"

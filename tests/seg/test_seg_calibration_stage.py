@@ -6,10 +6,9 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 from disalign_core import is_eval_locked
-
-from seg_testing import ASPP_HEAD, FCN_HEAD, NUM_CLASSES, disalign_head_cfg, tiny_segmentor_cfg
 
 CALIBRATION = {"alpha", "beta", "confidence_weight", "confidence_bias"}
 

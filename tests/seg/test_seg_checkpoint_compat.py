@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from mmengine.logging import HistoryBuffer, MessageHub
-
 from seg_testing import REPO
 
 # Saves a checkpoint holding what mmengine's runner saves in "meta" (MessageHub state with

@@ -4,10 +4,9 @@ import os
 import pytest
 from mmengine.config import Config
 from mmseg.registry import MODELS
+from seg_testing import REPO
 
 from disalign_seg import DisAlignHead
-
-from seg_testing import REPO
 
 CONFIG_DIR = os.path.join(REPO, "configs", "mmseg")
 CONFIGS = sorted(

@@ -30,9 +30,9 @@ def _worker(rank, world_size, port, out_dir):
         from mmengine.model import MMDistributedDataParallel
         from mmengine.optim import build_optim_wrapper
         from mmengine.registry import init_default_scope
+        from test_seg_calibration_stage import _batch, _stage2_model
 
         import disalign_seg  # noqa: F401
-        from test_seg_calibration_stage import _batch, _stage2_model
 
         init_default_scope("mmseg")
         torch.manual_seed(0)  # same initial weights on both ranks, as from one checkpoint

@@ -9,10 +9,9 @@ import sys
 import time
 
 import torch
+from seg_testing import MMSEG_TOOLS, REPO, run_tool
 
 from disalign_demo.seg import SyntheticLongTailSpec, generate_ade20k_synthetic
-
-from seg_testing import MMSEG_TOOLS, REPO, run_tool
 
 TINY = os.path.join(REPO, "configs", "mmseg", "tiny")
 STAGE1 = os.path.join(TINY, "fcn_r18-tiny-d4_1xb8-600_synthetic-64x64.py")

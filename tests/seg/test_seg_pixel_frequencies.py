@@ -4,12 +4,11 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from seg_testing import REPO, run_tool
 
 from disalign_core import groups_by_share, read_class_frequencies
 from disalign_demo.seg import SyntheticLongTailSpec, generate_ade20k_synthetic
 from disalign_seg import count_class_pixels, dataset_classes_from_config
-
-from seg_testing import REPO, run_tool
 
 
 def _write(folder, maps):

@@ -4,10 +4,11 @@ mmengine 0.10 calls ``torch.load(filename, map_location=...)`` without ``weights
 torch 2.6 that means ``weights_only=True``, and its restricted unpickler refuses what an
 mmengine checkpoint holds besides tensors: the ``MessageHub`` state (``HistoryBuffer`` objects
 backed by numpy arrays) and numpy scalars (metrics, seeds). So ``load_from`` and ``resume`` fail
-with ``UnpicklingError`` in mmseg's stock ``tools/train.py``.
+with ``UnpicklingError`` in the stock ``tools/train.py`` of MMSegmentation and MMPretrain.
 
-Importing ``disalign_seg`` (configs do it through ``custom_imports``, which ``Config.fromfile``
-runs before the runner exists) allow-lists exactly those types with
+Importing ``disalign_seg`` or ``disalign_cls`` (configs do it through ``custom_imports``, which
+``Config.fromfile`` runs before the runner exists) calls ``allow_mmengine_checkpoints``, which
+allow-lists exactly those types with
 ``torch.serialization.add_safe_globals``. Nothing else is allowed, so a checkpoint carrying any
 other object is still refused. Preferred over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which
 turns the protection off for every load in the process.
