@@ -4,13 +4,11 @@ many/medium/few accuracy -> --resume of stage 2."""
 
 import os
 import re
-import sys
 
 import torch
-from cls_testing import MMPRETRAIN_TOOLS, REPO, TINY, run_tool
+from cls_testing import MMPRETRAIN_TOOLS, TINY, run_tool
 
-sys.path.insert(0, os.path.join(REPO, "tools", "demo"))
-from cls_demo import generate_dataset  # noqa: E402
+from disalign_demo.cls import generate_cls_synthetic
 
 STAGE1 = os.path.join(TINY, "resnet18-tiny_1xb64-400it_synthetic-32x32.py")
 STAGE2 = os.path.join(TINY, "disalign_resnet18-tiny_1xb64-200it_synthetic-32x32.py")
@@ -30,7 +28,7 @@ def _iters(n, ckpt_every, end=None):
 
 def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     data = str(tmp_path / "data")
-    generate_dataset(data, seed=1, test_per_class=3)
+    generate_cls_synthetic(data, seed=1, test_per_class=3)
     env = dict(DISALIGN_CLS_DATA=data)
     train = os.path.join(MMPRETRAIN_TOOLS, "train.py")
     test = os.path.join(MMPRETRAIN_TOOLS, "test.py")

@@ -1,4 +1,4 @@
-# The built-in long-tailed dataset (tools/demo/cls_demo.py generate_dataset): 16 classes,
+# The built-in long-tailed dataset (disalign_demo.cls.generate_cls_synthetic, run by tools/demo/cls_demo.py): 16 classes,
 # 32x32 images, training images per class from 320 down to 5 (5 many-, 6 medium-, 5 few-shot
 # classes), 40 test images per class. Annotation lists in MMPretrain's CustomDataset format
 # ('path label' lines, as ImageNet_LT_train.txt). Its folder comes from the environment
