@@ -1,9 +1,10 @@
 # Places-LT (Liu et al. 2019; 365 classes, 62.5K training images, 5 to 4980 per class) with
 # the standard split files Places_LT_{train,val,test}.txt ('path label' lines, paths relative
 # to the Places365 root, e.g. data_256/a/airfield/..., val_256/...), placed in data/places365/.
-# 64 images per GPU (4 GPUs: the paper's batch of 256); the paper's augmentations (its authors'
-# config): RandomResizedCrop 224, horizontal flip, colour jitter 0.4; test: resize 256, centre
-# crop 224.
+# Everything else (preprocessing, the paper's augmentations, 64 images per GPU, the long-tail
+# metric) as ImageNet-LT's base.
+_base_ = './imagenet_lt_bs64.py'
+
 dataset_type = 'CustomDataset'
 data_root = 'data/places365'
 num_classes = 365
@@ -12,55 +13,10 @@ num_classes = 365
 class_frequencies = dict(
     type=dataset_type, data_root=data_root, ann_file='Places_LT_train.txt', data_prefix='')
 
-data_preprocessor = dict(
-    num_classes=num_classes,
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    to_rgb=True)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale=224),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-train_dataloader = dict(
-    batch_size=64,
-    num_workers=8,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='Places_LT_train.txt',
-        data_prefix='',
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=64,
-    num_workers=8,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='Places_LT_val.txt',
-        data_prefix='',
-        pipeline=test_pipeline))
+data_preprocessor = dict(num_classes=num_classes)
+train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_train.txt'))
+val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_val.txt'))
 # The paper reports the test split (20 images per class).
-test_dataloader = dict(
-    batch_size=64,
-    num_workers=8,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='Places_LT_test.txt',
-        data_prefix='',
-        pipeline=test_pipeline))
-val_evaluator = dict(
-    type='LongTailAccuracy', topk=(1, 5), class_frequencies=class_frequencies)
+test_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_test.txt'))
+val_evaluator = dict(class_frequencies=class_frequencies)
 test_evaluator = val_evaluator
