@@ -16,7 +16,8 @@ class_frequencies = dict(
 data_preprocessor = dict(num_classes=num_classes)
 train_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_train.txt'))
 val_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_val.txt'))
-# The paper reports the test split (20 images per class).
+# The paper reports the test split (100 images per class: Places365's validation set; the
+# val split has 20 per class).
 test_dataloader = dict(dataset=dict(type=dataset_type, data_root=data_root, ann_file='Places_LT_test.txt'))
 val_evaluator = dict(class_frequencies=class_frequencies)
 test_evaluator = val_evaluator
