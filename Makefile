@@ -20,8 +20,9 @@ test: setup
 bench: setup
 	$(PY) benchmarks/run_all.py
 
-# Every shipped LVIS and ADE20K config family at full size on generated data (hours on 2 CPU
-# cores): stage 1 -> checkpoint -> stage 2 -> the config's evaluator, plus stage-2 cost.
+# Every shipped LVIS, ADE20K and classification config family at full size on generated data
+# (hours on 2 CPU cores): stage 1 -> checkpoint -> stage 2 -> the config's evaluator, plus
+# stage-2 cost.
 full-size: setup
 	$(PY) benchmarks/full_size_configs.py --out output/full_size
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env python
-"""Every shipped LVIS and ADE20K config family, run at full size on CPU.
+"""Every shipped LVIS, ADE20K and long-tail classification config family, run at full size on CPU.
 
 For each family (LVIS v0.5 and v1 x Mask / Cascade Mask R-CNN x linear / cosine head, ADE20K x
-FCN / DeepLabV3+), with the backbone asked for (R-50 by default):
+FCN / DeepLabV3+, with the backbone asked for, R-50 by default; ImageNet-LT ResNeXt-50 x linear /
+cosine head, iNaturalist 2018 ResNet-50, Places-LT ResNet-152, each with its own backbone):
 
 1. generated data of the config's size and the dataset's real class list (1230 / 1203 LVIS
    classes from detectron2's own LVIS metadata, the 150 ADE20K classes of mmseg's
-   ``ADE20KDataset``), laid out where the configs look for it;
+   ``ADE20KDataset``; 1000 / 8142 / 365 classes in the long-tail split-file format, see
+   ``generate_cls``), laid out where the configs look for it;
 2. stage 1 with the shipped stage-1 config for a few iterations, through the user's entry
-   point (``projects/DisAlign/train_net.py``; mmseg's stock ``tools/train.py``), which writes a
-   checkpoint and evaluates it with the config's evaluator (``LVISEvaluator``;
-   ``LongTailIoUMetric``);
+   point (``projects/DisAlign/train_net.py``; the stock ``tools/train.py`` of mmseg and
+   MMPretrain), which writes a checkpoint and evaluates it with the config's evaluator
+   (``LVISEvaluator``; ``LongTailIoUMetric``; ``LongTailAccuracy``);
 3. stage 2 with the shipped stage-2 config from that checkpoint, then its evaluation;
 4. (unless ``--no-timing``) cost at full size, each measurement in a fresh process, on one
    batch of the config's train loader and the stage-1 checkpoint: a stage-1 training
@@ -21,22 +23,32 @@ FCN / DeepLabV3+), with the backbone asked for (R-50 by default):
 Only these settings differ from the shipped configs, and the script prints them:
 - data paths: every run's working directory is ``--out``; detectron2 reads
   ``$DETECTRON2_DATASETS=<out>/datasets`` (its builtin ``lvis_v0.5_*`` / ``lvis_v1_*`` names),
-  mmseg the configs' own ``data/ade/ADEChallengeData2016`` under it; stage 2 reads the stage-1
+  mmseg and MMPretrain the configs' own ``data/...`` folders under it; stage 2 reads the stage-1
   checkpoint that the stage-1 run wrote (detectron2: the config's own ``MODEL.WEIGHTS`` path;
-  mmseg: the stage-1 checkpoint option);
+  mmseg, MMPretrain: the stage-1 checkpoint option);
 - iteration counts (``--iters``; the checkpoint and the evaluation come at the last one; the
-  configs' LR warm-up is kept, so these few iterations train at a small LR);
+  configs' LR warm-up is kept, so these few iterations train at a small LR). The epoch-based
+  classification configs run one epoch of the first ``--iters`` x batch images of their
+  training list (mmengine's ``dataset.indices``) and validate on the first
+  ``--cls-val-images`` of their val list; the class counts of the GRW loss and the metric are
+  those of the whole training list;
 - the ImageNet initialisation (no hub access here): stage 1 starts from random weights
-  (detectron2: with FrozenBN statistics set from one generated batch, ``det_init_weights``);
+  (detectron2: with FrozenBN statistics set from one generated batch, ``det_init_weights``;
+  Places-LT's ResNet-152: PyTorch's default initialisation instead of MMPretrain's ImageNet
+  checkpoint);
 - detectron2's ``MODEL.DEVICE`` (the configs leave detectron2's default, cuda): cpu here;
 - detectron2's ``SOLVER.IMS_PER_BATCH`` 16 is the batch of all 8 GPUs the LVIS schedules are
   written for: one process runs one GPU's share (``--det-images-per-process``, default 2).
-  mmseg's ``batch_size`` is already per GPU and is kept.
+  mmseg's and MMPretrain's ``batch_size`` is already per GPU and is kept (unless
+  ``--cls-images-per-process`` is given).
 
 Usage::
 
     python benchmarks/full_size_configs.py --out output/full_size [--family NAME ...]
         [--backbone R_50 R_101 X_101_32x8d] [--iters 2] [--time-iters 2] [--no-timing]
+
+(``--backbone`` chooses among the detection and segmentation configs; each classification
+family has one backbone, its config's.)
 
 It writes ``<out>/full_size_results.json`` and a markdown table ``full_size_results.md``.
 """
@@ -68,6 +80,32 @@ LVIS_IMAGE_HW = (800, 1333)
 ADE20K_IMAGE_HW = (512, 683)
 
 
+# Classification: each family's stage-1 and stage-2 config (configs/mmpretrain) and backbone.
+CLS_FAMILIES = {
+    "ImageNet-LT/resnext50": ("imagenet-lt", "resnext50-32x4d", "X-50-32x4d"),
+    "ImageNet-LT/resnext50_cos": ("imagenet-lt", "resnext50-32x4d-cos", "X-50-32x4d"),
+    "iNat2018/resnet50": ("inat2018", "resnet50", "R-50"),
+    "Places-LT/resnet152": ("places-lt", "resnet152", "R-152"),
+}
+# The long-tail split files the classification configs read ('path label' lines): their names,
+# classes, largest and smallest class of the real training list, the real images per class of
+# the evaluation lists, and an image size typical of the dataset.
+CLS_DATASETS = {
+    "imagenet-lt": dict(
+        root="data/imagenet", classes=1000, largest=1280, smallest=5, image_hw=(375, 500),
+        train="ImageNet_LT_train.txt", evaluation={"ImageNet_LT_val.txt": 20, "ImageNet_LT_test.txt": 50},
+    ),
+    "inat2018": dict(
+        root="data/inat2018", classes=8142, largest=1000, smallest=2, image_hw=(600, 800),
+        train="iNaturalist18_train.txt", evaluation={"iNaturalist18_val.txt": 3},
+    ),
+    "places-lt": dict(
+        root="data/places365", classes=365, largest=4980, smallest=5, image_hw=(256, 256),
+        train="Places_LT_train.txt", evaluation={"Places_LT_val.txt": 20, "Places_LT_test.txt": 100},
+    ),
+}  # fmt: skip
+
+
 def families() -> Dict[str, dict]:
     """Family name -> which framework, and how to find its configs for a backbone."""
     out = {}
@@ -79,6 +117,8 @@ def families() -> Dict[str, dict]:
                 )
     for algo in ("fcn", "deeplabv3plus"):
         out[f"ADE20K/{algo}"] = dict(framework="seg", algo=algo)
+    for name, (dataset, model, backbone) in CLS_FAMILIES.items():
+        out[name] = dict(framework="cls", dataset=dataset, model=model, backbone=backbone)
     return out
 
 
@@ -88,19 +128,28 @@ def config_paths(family: dict, backbone: str) -> Optional[Dict[str, str]]:
         d = os.path.join(ROOT, "configs", "detectron2", family["version"])
         name = f"{family['arch']}_{DET_BACKBONES[backbone]}_FPN_1x{family['head']}.yaml"
         return dict(stage1=os.path.join(d, name), stage2=os.path.join(d, "disalign_" + name))
-    bb = SEG_BACKBONES[backbone]
-    if bb is None:
-        return None
-    d = os.path.join(ROOT, "configs", "mmseg")
-    stage1 = os.path.join(d, f"{family['algo']}_{bb}-d8_4xb4-160k_ade20k-512x512.py")
-    stage2 = sorted(
-        glob.glob(os.path.join(d, f"disalign_{family['algo']}_{bb}-d8_*-8k_ade20k-512x512.py"))
-    )
-    if len(stage2) != 1:
-        raise FileNotFoundError(
-            f"expected one stage-2 config for {family['algo']} {bb}, found {stage2}"
+    if family["framework"] == "cls":
+        pattern = os.path.join(ROOT, "configs", "mmpretrain", "{}{}_4xb64-*_{}.py")
+        stage1 = glob.glob(pattern.format("", family["model"], family["dataset"]))
+        stage2 = glob.glob(pattern.format("disalign_", family["model"], family["dataset"]))
+    else:
+        bb = SEG_BACKBONES[backbone]
+        if bb is None:
+            return None
+        d = os.path.join(ROOT, "configs", "mmseg")
+        stage1 = glob.glob(os.path.join(d, f"{family['algo']}_{bb}-d8_4xb4-160k_ade20k-512x512.py"))
+        stage2 = glob.glob(
+            os.path.join(d, f"disalign_{family['algo']}_{bb}-d8_*-8k_ade20k-512x512.py")
         )
-    return dict(stage1=stage1, stage2=stage2[0])
+    if len(stage1) != 1 or len(stage2) != 1:
+        raise FileNotFoundError(f"expected one stage-1 and one stage-2 config for {family}, "
+                                f"found {stage1} and {stage2}")  # fmt: skip
+    return dict(stage1=stage1[0], stage2=stage2[0])
+
+
+def family_backbones(family: dict, asked: List[str]) -> List[str]:
+    """The backbones a family runs with: the ones asked for, or a classification config's own."""
+    return [family["backbone"]] if family["framework"] == "cls" else asked
 
 
 # ----------------------------------------------------------------------------- generated data
@@ -253,6 +302,58 @@ def generate_ade20k(out: str, num_train: int, num_val: int, seed: int = 0) -> No
     open(done, "w").close()
 
 
+def generate_cls(out: str, dataset: str, seed: int = 0) -> None:
+    """``<out>/<root>/`` of a long-tail classification config: its split files ('path label'
+    lines, MMPretrain's ``CustomDataset`` format) and the images they name.
+
+    The training list has the real dataset's number of classes, every one present, with
+    images per class decaying exponentially from the real list's largest class to its smallest
+    (the real extremes, not the real counts: 1280..5 for ImageNet-LT gives 230K lines against
+    115.8K), so the many/medium/few groups all exist; the evaluation lists have the real
+    images per class. The lines name 16 generated images of a size typical of the dataset
+    (what the configs' resize and crop see; content does not matter). Training lines are
+    shuffled; evaluation lines take the many, medium and few classes in turn, so that the
+    first images of a list (``--cls-val-images``) hold every group.
+    """
+    import numpy as np
+
+    from disalign_core import CLASSIFICATION_COUNT_BINS, groups_by_count
+
+    spec = CLS_DATASETS[dataset]
+    root = os.path.join(out, spec["root"])
+    done = os.path.join(root, ".generated")
+    if os.path.exists(done):
+        return
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    h, w = spec["image_hw"]
+    paths = []
+    for k in range(16):
+        boxes = [(int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2)), w // 3, h // 3)]
+        _, img = _shapes_image(h, w, boxes, rng.integers(0, 255, (1, 3)), rng)
+        paths.append(f"images/{k:02d}.jpg")
+        img.save(os.path.join(root, paths[-1]), quality=90)
+    k = spec["classes"]
+    decay = np.log(spec["largest"] / spec["smallest"]) / (k - 1)
+    counts = np.round(spec["largest"] * np.exp(-decay * np.arange(k))).astype(int)
+    counts = counts[rng.permutation(k)]  # the frequent classes are not the first ids
+
+    def write(name, labels):
+        with open(os.path.join(root, name), "w") as f:
+            f.writelines(f"{paths[i % len(paths)]} {y}\n" for i, y in enumerate(labels))
+
+    write(spec["train"], rng.permutation(np.repeat(np.arange(k), counts)))
+    groups = np.asarray(groups_by_count(counts.tolist(), *CLASSIFICATION_COUNT_BINS))
+    for name, per_class in spec["evaluation"].items():
+        by_group = [
+            rng.permutation(np.repeat(np.flatnonzero(groups == g), per_class))
+            for g in CLASSIFICATION_COUNT_BINS[1]
+        ]
+        turns = np.concatenate([np.arange(len(b)) * 3 + i for i, b in enumerate(by_group)])
+        write(name, np.concatenate(by_group)[np.argsort(turns, kind="stable")])
+    open(done, "w").close()
+
+
 # ----------------------------------------------------------------------------- the runs
 def _run(cmd: List[str], cwd: str, env: dict, log_path: str) -> str:
     """Run a command, its output to ``log_path``; raise with the log's tail if it fails."""
@@ -384,56 +485,92 @@ def run_det_family(name: str, cfgs: dict, args, out: str) -> dict:
     return res
 
 
-def seg_stage1_checkpoint_opts(path: str) -> List[str]:
-    """How a stage-2 config is pointed at the stage-1 checkpoint on the command line."""
-    return [f"model.stage1_checkpoint={path}"]
+# The OpenMMLab frameworks: package (its .mim/tools and default scope), plugin, the checkpoint
+# the stage-1 run writes, the validation line of the log, and the metrics it must hold.
+MM_FRAMEWORKS = {
+    "seg": dict(
+        package="mmseg", plugin="disalign_seg", checkpoint="iter_{iters}.pth",
+        val_line="Iter(val)", required=("mIoU", "tail_mIoU"),
+    ),
+    "cls": dict(
+        package="mmpretrain", plugin="disalign_cls", checkpoint="epoch_1.pth",
+        val_line="Epoch(val)",
+        required=("accuracy/top1", "accuracy/many_top1", "accuracy/medium_top1", "accuracy/few_top1"),
+    ),
+}  # fmt: skip
 
 
-def seg_overrides(args) -> List[str]:
+def mm_overrides(framework: str, stage1_cfg: str, args) -> List[str]:
+    """``--cfg-options`` of an mmseg or MMPretrain run (the overrides in the docstring)."""
     n = args.iters
-    return [
-        f"train_cfg.max_iters={n}",
-        f"train_cfg.val_interval={n}",
-        f"default_hooks.checkpoint.interval={n}",
+    if framework == "seg":
+        return [
+            f"train_cfg.max_iters={n}",
+            f"train_cfg.val_interval={n}",
+            f"default_hooks.checkpoint.interval={n}",
+            "default_hooks.logger.interval=1",
+            # no ImageNet initialisation here (open-mmlab://resnet50_v1c needs a download)
+            "model.pretrained=None",
+        ]
+    from mmengine.config import Config
+
+    stage1 = Config.fromfile(stage1_cfg)
+    batch = args.cls_images_per_process or stage1.train_dataloader.batch_size
+    opts = [
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=1",
+        "default_hooks.checkpoint.interval=1",
         "default_hooks.logger.interval=1",
-        # no ImageNet initialisation here (open-mmlab://resnet50_v1c needs a download)
-        "model.pretrained=None",
+        f"train_dataloader.batch_size={batch}",
+        f"train_dataloader.dataset.indices={n * batch}",
+        f"val_dataloader.dataset.indices={args.cls_val_images}",
     ]
+    if (stage1.model.backbone.get("init_cfg") or {}).get("type") == "Pretrained":
+        opts.append("model.backbone.init_cfg=None")  # the ImageNet checkpoint needs a download
+    return opts
 
 
-def _seg_metrics(log: str) -> Dict[str, float]:
-    """The last validation line of an mmengine log -> {metric: value}."""
+def _mm_metrics(log: str, val_line: str, metric: str) -> Dict[str, float]:
+    """The last validation line of an mmengine log with ``metric`` -> {metric: value}."""
     found = {}
     for line in log.splitlines():
-        if "Iter(val)" in line and "mIoU:" in line:
+        if val_line in line and f" {metric}: " in line:
             found = {
                 k: float(v)
-                for k, v in re.findall(r"(\w+): (-?[\d.]+|nan)", line.split("Iter(val)")[1])
+                for k, v in re.findall(r"([\w/]+): (-?[\d.]+|nan)", line.split(val_line)[1])
             }
     return found
 
 
-def run_seg_family(name: str, cfgs: dict, args, out: str) -> dict:
-    import mmseg
+def run_mm_family(name: str, cfgs: dict, args, out: str) -> dict:
+    """Stage 1 and stage 2 with the framework's stock tools/train.py (mmseg or MMPretrain)."""
+    import importlib
 
-    tools = os.path.join(os.path.dirname(mmseg.__file__), ".mim", "tools")
-    generate_ade20k(out, args.seg_train_images, args.seg_val_images)
+    family = families()[name]
+    fw = MM_FRAMEWORKS[family["framework"]]
+    package = importlib.import_module(fw["package"])
+    tools = os.path.join(os.path.dirname(package.__file__), ".mim", "tools")
+    if family["framework"] == "seg":
+        generate_ade20k(out, args.seg_train_images, args.seg_val_images)
+    else:
+        generate_cls(out, family["dataset"])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     res = {}
     work1 = os.path.join(out, "work_dirs", _slug(name, cfgs) + "_stage1")
     work2 = os.path.join(out, "work_dirs", _slug(name, cfgs) + "_stage2")
-    ckpt1 = os.path.join(work1, f"iter_{args.iters}.pth")
+    ckpt1 = os.path.join(work1, fw["checkpoint"].format(iters=args.iters))
+    overrides = mm_overrides(family["framework"], cfgs["stage1"], args)
     for stage, cfg, work, extra in (
         (1, cfgs["stage1"], work1, []),
-        (2, cfgs["stage2"], work2, seg_stage1_checkpoint_opts(ckpt1)),
+        (2, cfgs["stage2"], work2, [f"model.stage1_checkpoint={ckpt1}"]),
     ):
         cmd = [sys.executable, os.path.join(tools, "train.py"), cfg, "--work-dir", work,
-               "--cfg-options", *seg_overrides(args), *extra]  # fmt: skip
+               "--cfg-options", *overrides, *extra]  # fmt: skip
         log_path = os.path.join(out, "logs", f"{_slug(name, cfgs)}_stage{stage}.log")
         start = time.time()
         log = _run(cmd, out, env, log_path)
-        metrics = _seg_metrics(log)
-        if not all(metrics.get(k, float("nan")) == metrics.get(k) for k in ("mIoU", "tail_mIoU")):
+        metrics = _mm_metrics(log, fw["val_line"], fw["required"][0])
+        if not all(metrics.get(k, float("nan")) == metrics.get(k) for k in fw["required"]):
             raise RuntimeError(f"{name} stage {stage}: no long-tail metrics in {log_path}")
         res[f"stage{stage}"] = dict(
             command=" ".join(cmd[1:]), seconds=round(time.time() - start, 1), metrics=metrics
@@ -553,25 +690,37 @@ def det_save_batch(stage2_cfg: str, out: str, batch_file: str, args) -> None:
     torch.save(batch, batch_file)
 
 
-def seg_worker(
-    mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args, ckpt: str
-) -> dict:
-    import torch
+def _mm_framework(framework: str, stage1_cfg: str, cfg_path: str, args):
+    """(config with the run's overrides, the framework's MODELS) for an mmseg/MMPretrain worker;
+    the plugin is imported (registration) and the framework's default scope set."""
+    import importlib
+
     from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    fw = MM_FRAMEWORKS[framework]
+    importlib.import_module(fw["plugin"])
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict(_cfg_options(mm_overrides(framework, stage1_cfg, args)))
+    init_default_scope(fw["package"])
+    return cfg, importlib.import_module(fw["package"] + ".registry").MODELS
+
+
+def mm_worker(
+    framework: str, mode: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args,
+    ckpt: str,
+) -> dict:  # fmt: skip
+    """One measurement in this process (mmseg or MMPretrain): mode "stage1", "stage2", "nograd"."""
+    import torch
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
-    from mmseg.registry import MODELS
-
-    import disalign_seg  # noqa: F401  registration
 
     os.chdir(out)
-    cfg = Config.fromfile(stage1_cfg if mode == "stage1" else stage2_cfg)
-    cfg.merge_from_dict(_cfg_options(seg_overrides(args)))
-    init_default_scope("mmseg")
+    cfg_path = stage1_cfg if mode == "stage1" else stage2_cfg
+    cfg, models = _mm_framework(framework, stage1_cfg, cfg_path, args)
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)  # DisAlignEncoderDecoder freezes here, as in the runner
+    model = models.build(cfg.model)  # the stage-2 model freezes here, as in the runner
     model = revert_sync_batchnorm(model)  # as mmengine's runner does without distribution
     load_checkpoint(model, ckpt, map_location="cpu")
     data = model.data_preprocessor(torch.load(batch_file, weights_only=False), training=True)
@@ -602,17 +751,15 @@ def _cfg_options(opts: List[str]) -> dict:
     return out
 
 
-def seg_save_batch(stage2_cfg: str, out: str, batch_file: str, args) -> None:
+def mm_save_batch(
+    framework: str, stage1_cfg: str, stage2_cfg: str, out: str, batch_file: str, args
+):
+    """One batch of the stage-2 config's own train loader (mmseg or MMPretrain)."""
     import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
-    import disalign_seg  # noqa: F401
-
     os.chdir(out)
-    cfg = Config.fromfile(stage2_cfg)
-    init_default_scope("mmseg")
+    cfg, _ = _mm_framework(framework, stage1_cfg, stage2_cfg, args)
     loader_cfg = cfg.train_dataloader.copy()
     loader_cfg["num_workers"] = 0
     loader_cfg["persistent_workers"] = False
@@ -627,7 +774,9 @@ def measure_family(name: str, cfgs: dict, args, out: str, run: dict) -> dict:
     batch_file = os.path.join(out, "logs", f"{_slug(name, cfgs)}_batch.pt")
     me = os.path.abspath(__file__)
     common = ["--out", out, "--iters", str(args.iters), "--time-iters", str(args.time_iters),
-              "--det-images-per-process", str(args.det_images_per_process)]  # fmt: skip
+              "--det-images-per-process", str(args.det_images_per_process),
+              "--cls-images-per-process", str(args.cls_images_per_process),
+              "--cls-val-images", str(args.cls_val_images)]  # fmt: skip
     ckpt = run.get("stage1_checkpoint", "")
     argv = [me, "--worker", fw, "batch", cfgs["stage1"], cfgs["stage2"], batch_file, ckpt, *common]
     subprocess.run([sys.executable, *argv], check=True, env=det_env(out) if fw == "det" else None)
@@ -660,9 +809,12 @@ def table(results: dict) -> str:
         if "bbox" in m1:
             ev1 = f"box AP {m1['bbox']['AP']:.2f}, mask AP {m1.get('segm', {}).get('AP', float('nan')):.2f}"
             ev2 = f"box AP {m2['bbox']['AP']:.2f}, mask AP {m2.get('segm', {}).get('AP', float('nan')):.2f}"
-        else:
+        elif "mIoU" in m1:
             ev1 = f"mIoU {m1['mIoU']:.2f}, tail {m1['tail_mIoU']:.2f}"
             ev2 = f"mIoU {m2['mIoU']:.2f}, tail {m2['tail_mIoU']:.2f}"
+        else:
+            ev1 = f"top-1 {m1['accuracy/top1']:.2f}, few {m1['accuracy/few_top1']:.2f}"
+            ev2 = f"top-1 {m2['accuracy/top1']:.2f}, few {m2['accuracy/few_top1']:.2f}"
         c = r.get("cost")
         if c:
             ratio = c["ratios"]
@@ -704,6 +856,13 @@ def main() -> int:
     parser.add_argument("--det-val-images", type=int, default=2)
     parser.add_argument("--seg-train-images", type=int, default=8)
     parser.add_argument("--seg-val-images", type=int, default=2)
+    parser.add_argument(
+        "--cls-images-per-process",
+        type=int,
+        default=0,
+        help="classification batch per process (default 0: the config's own, 64)",
+    )
+    parser.add_argument("--cls-val-images", type=int, default=6)
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = os.path.abspath(args.out)
@@ -712,7 +871,10 @@ def main() -> int:
     if args.worker:
         fw, mode, stage1, stage2, batch_file, ckpt = args.worker
         if mode == "batch":
-            (det_save_batch if fw == "det" else seg_save_batch)(stage2, out, batch_file, args)
+            if fw == "det":
+                det_save_batch(stage2, out, batch_file, args)
+            else:
+                mm_save_batch(fw, stage1, stage2, out, batch_file, args)
             return 0
         if mode == "init":
             det_init_weights(stage1, out, batch_file, args)
@@ -720,7 +882,7 @@ def main() -> int:
         if fw == "det":
             r = det_worker(mode, stage1, stage2, out, batch_file, args)
         else:
-            r = seg_worker(mode, stage1, stage2, out, batch_file, args, ckpt)
+            r = mm_worker(fw, mode, stage1, stage2, out, batch_file, args, ckpt)
         print(json.dumps(r))
         return 0
 
@@ -729,22 +891,27 @@ def main() -> int:
         f"  data paths: working directory {out} (DETECTRON2_DATASETS={out}/datasets; mmseg's "
         "data/ade/ADEChallengeData2016 under it; stage 2 reads the stage-1 checkpoint just written)\n"
         f"  iterations: {args.iters} per stage (checkpoint and evaluation at the last one)\n"
+        "  classification: one epoch of the first iterations x batch images of the training list, "
+        f"validation on the first {args.cls_val_images} images of the val list "
+        "(class counts from the whole training list)\n"
         "  ImageNet initialisation: random weights instead (detectron2: with FrozenBN statistics set "
-        "from one generated batch, see det_init_weights)\n"
+        "from one generated batch, see det_init_weights; Places-LT: PyTorch's default init)\n"
         "  detectron2 MODEL.DEVICE: cpu when there is no GPU\n"
         f"  detectron2 SOLVER.IMS_PER_BATCH: {args.det_images_per_process} per process "
-        "(one GPU's share of the 8-GPU batch of 16); mmseg's per-GPU batch_size kept",
+        "(one GPU's share of the 8-GPU batch of 16); mmseg's per-GPU batch_size kept; "
+        "MMPretrain's per-GPU batch_size "
+        + (f"{args.cls_images_per_process}" if args.cls_images_per_process else "kept"),
         flush=True,
     )
     path = os.path.join(out, args.results + ".json")
     results = json.load(open(path)) if os.path.exists(path) else {}
-    failures = []
+    failures, n_runs = [], 0
     for name in args.family:
-        for bb in args.backbone:
+        for bb in family_backbones(families()[name], args.backbone):
             cfgs = config_paths(families()[name], bb)
             if cfgs is None:
                 continue
-            key = f"{name}@{bb}"
+            key, n_runs = f"{name}@{bb}", n_runs + 1
             print(f"\n=== {key}: {os.path.relpath(cfgs['stage1'], ROOT)} -> "
                   f"{os.path.relpath(cfgs['stage2'], ROOT)}", flush=True)  # fmt: skip
             start = time.time()
@@ -757,7 +924,7 @@ def main() -> int:
                     entry = {"run": earlier[key]["run"]}
                 else:
                     runner = (
-                        run_det_family if families()[name]["framework"] == "det" else run_seg_family
+                        run_det_family if families()[name]["framework"] == "det" else run_mm_family
                     )
                     entry = {"run": runner(name, cfgs, args, out)}
                 if not args.no_timing:
@@ -780,7 +947,7 @@ def main() -> int:
     if failures:
         print(f"\nFAILED: {failures}")
         return 1
-    print(f"\nall {len(args.family) * len(args.backbone)} family x backbone runs passed")
+    print(f"\nall {n_runs} family x backbone runs passed")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""The shipped LVIS and ADE20K configs at full size (benchmarks/full_size_configs.py), for one
-detectron2 family and one MMSegmentation family: generated data of the config's size with the
+"""The shipped configs at full size (benchmarks/full_size_configs.py), for one detectron2, one
+MMSegmentation and one MMPretrain family: generated data of the config's size with the
 dataset's real class list, stage 1 -> checkpoint -> stage 2 from it -> the config's evaluator.
-The other families run with the same script (README, "Full-size runs")."""
+The other families run with the same script (README, "Every shipped config at full size")."""
 
 import json
 import os
@@ -14,16 +14,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SCRIPT = os.path.join(REPO, "benchmarks", "full_size_configs.py")
 
 
-def run_family(out, family):
+def run_family(out, family, backbone="R_50"):
     cmd = [
         sys.executable, SCRIPT, "--out", str(out), "--family", family, "--iters", "1",
         "--no-timing", "--det-train-images", "2", "--det-val-images", "1",
-        "--seg-train-images", "4", "--seg-val-images", "1",
+        "--seg-train-images", "4", "--seg-val-images", "1", "--cls-val-images", "3",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Overrides of the shipped configs" in proc.stdout
-    return json.load(open(out / "full_size_results.json"))[f"{family}@R_50"]["run"]
+    return json.load(open(out / "full_size_results.json"))[f"{family}@{backbone}"]["run"]
 
 
 def load_state(path):
@@ -37,6 +37,7 @@ def assert_only_calibration_changed(stage1, stage2, calibration_key):
             assert torch.equal(
                 torch.as_tensor(v), torch.as_tensor(stage2[k])
             ), f"{k} changed in stage 2"
+    # ... and the calibration trained: alpha (stored as scale - 1) has left its identity start, 0
     assert not torch.equal(stage2[calibration_key], torch.zeros_like(stage2[calibration_key]))
 
 
@@ -66,3 +67,28 @@ def test_ade20k_fcn_r50_full_size(tmp_path):
     assert tuple(s1["decode_head.conv_seg.weight"].shape) == (150, 512, 1, 1)
     assert "backbone.layer3.5.conv1.weight" in s1 and "backbone.layer3.6.conv1.weight" not in s1
     assert_only_calibration_changed(s1, s2, "decode_head.calibration.alpha")
+
+
+def test_imagenet_lt_resnext50_full_size(tmp_path):
+    run = run_family(tmp_path, "ImageNet-LT/resnext50", backbone="X-50-32x4d")
+    groups = ("", "many_", "medium_", "few_")
+    for stage in ("stage1", "stage2"):  # LongTailAccuracy's metrics, every group evaluated
+        metrics = run[stage]["metrics"]
+        assert all(metrics[f"accuracy/{g}top1"] == metrics[f"accuracy/{g}top1"] for g in groups)
+    # the split file the configs read: 1000 classes, every one with an image, 1280 down to 5
+    labels = [int(ln.split()[1]) for ln in open(tmp_path / "data/imagenet/ImageNet_LT_train.txt")]
+    counts = torch.bincount(torch.tensor(labels), minlength=1000)
+    assert len(counts) == 1000 and counts.max() == 1280 and counts.min() == 5
+    work = tmp_path / "work_dirs"
+    s1 = load_state(
+        work / "resnext50-32x4d_4xb64-90e_imagenet-lt_ImageNet-LT_stage1" / "epoch_1.pth"
+    )
+    s2 = load_state(
+        work / "resnext50-32x4d_4xb64-90e_imagenet-lt_ImageNet-LT_stage2" / "epoch_1.pth"
+    )
+    # the config's model: ResNeXt-50 32x4d (32 groups of 4 channels, 6 layer3 blocks), 1000 classes
+    assert tuple(s1["backbone.layer1.0.conv2.weight"].shape) == (128, 4, 3, 3)
+    assert "backbone.layer3.5.conv1.weight" in s1 and "backbone.layer3.6.conv1.weight" not in s1
+    assert tuple(s1["head.fc.weight"].shape) == (1000, 2048)
+    assert tuple(s2["head.calibration.alpha"].shape) == (1000,)
+    assert_only_calibration_changed(s1, s2, "head.calibration.alpha")
