@@ -22,14 +22,11 @@ mmengine logs each stage's progress with its ETA.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import shlex
-import subprocess
-import sys
 import time
-from typing import Dict, List
+
+from mm_demo import Runner, mm_tool, schedule_options, test_metrics
 
 from disalign_demo.cls import generate_cls_synthetic
 
@@ -40,50 +37,6 @@ STAGE2_CFG = os.path.join(TINY, "disalign_resnet18-tiny_1xb64-200it_synthetic-32
 METRIC_KEYS = ["top1", "many_top1", "medium_top1", "few_top1"]
 # (stage-1 iterations, stage-2 iterations)
 SCHEDULES = {"full": (400, 200), "quick": (40, 20)}
-
-
-def _mmpretrain_tool(name: str) -> str:
-    import mmpretrain
-
-    return os.path.join(os.path.dirname(mmpretrain.__file__), ".mim", "tools", name)
-
-
-class Runner:
-    """Runs commands with the demo's environment, echoing and recording them."""
-
-    def __init__(self, data_dir: str):
-        self.env = dict(os.environ, DISALIGN_CLS_DATA=data_dir)
-        self.env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-        self.commands: List[str] = []
-        self.start = time.time()
-
-    def __call__(self, step: str, args: list) -> None:
-        cmd = [sys.executable] + args
-        line = f"DISALIGN_CLS_DATA={self.env['DISALIGN_CLS_DATA']} " + shlex.join(cmd)
-        self.commands.append(line)
-        print(f"\n[cls demo {time.time() - self.start:5.0f}s] {step}\n$ {line}", flush=True)
-        subprocess.run(cmd, env=self.env, cwd=ROOT, check=True)
-
-
-def schedule_options(n: int) -> List[str]:
-    """--cfg-options that set a tiny config's iteration count to ``n``."""
-    return [
-        f"train_cfg.max_iters={n}",
-        f"train_cfg.val_interval={n}",
-        f"param_scheduler.end={n}",
-        f"default_hooks.checkpoint.interval={n}",
-        f"default_hooks.logger.interval={max(10, n // 10)}",
-    ]
-
-
-def test_metrics(work_dir: str) -> Dict[str, float]:
-    """The metrics mmengine's LoggerHook dumped after the test loop (percent)."""
-    logs = sorted(glob.glob(os.path.join(work_dir, "*", "*.json")))
-    if not logs:
-        raise FileNotFoundError(f"no test metrics under {work_dir}")
-    with open(logs[-1]) as f:
-        tag = json.loads(f.read().strip().splitlines()[-1])
-    return {k: float(tag[f"accuracy/{k}"]) for k in METRIC_KEYS}
 
 
 def main() -> None:
@@ -99,24 +52,32 @@ def main() -> None:
     out = os.path.abspath(args.output)
     data = os.path.join(out, "data")
     os.makedirs(out, exist_ok=True)
-    run = Runner(data)
+    run = Runner("cls demo", "DISALIGN_CLS_DATA", data)
     n1, n2 = SCHEDULES["quick" if args.quick else "full"]
     seed = [f"randomness.seed={args.seed}"]
 
     print(f"[cls demo] generating the long-tailed dataset in {data}", flush=True)
     info = generate_cls_synthetic(data, seed=args.seed)
 
-    train, test = _mmpretrain_tool("train.py"), _mmpretrain_tool("test.py")
+    train, test = mm_tool("mmpretrain", "train.py"), mm_tool("mmpretrain", "test.py")
     w1, w2 = os.path.join(out, "stage1"), os.path.join(out, "disalign")
     run(
         f"stage 1: plain ResNet-18 (narrow), linear head, {n1} iterations",
-        [train, STAGE1_CFG, "--work-dir", w1, "--cfg-options", *schedule_options(n1), *seed],
+        [
+            train,
+            STAGE1_CFG,
+            "--work-dir",
+            w1,
+            "--cfg-options",
+            *schedule_options(n1, "param_scheduler"),
+            *seed,
+        ],
     )
     ckpt1 = os.path.join(w1, f"iter_{n1}.pth")
     run(
         f"stage 2: DisAlign calibration, {n2} iterations from {ckpt1}",
         [train, STAGE2_CFG, "--work-dir", w2, "--cfg-options", f"model.stage1_checkpoint={ckpt1}",
-         *schedule_options(n2), *seed],
+         *schedule_options(n2, "param_scheduler"), *seed],
     )  # fmt: skip
     ckpt2 = os.path.join(w2, f"iter_{n2}.pth")
     results: dict = {}
@@ -126,7 +87,7 @@ def main() -> None:
     ):
         test_dir = wd + "_test"
         run(f"test {name}", [test, cfg, ckpt, "--work-dir", test_dir])
-        results[name] = test_metrics(test_dir)
+        results[name] = test_metrics(test_dir, METRIC_KEYS, prefix="accuracy/")
 
     from disalign_core import CLASSIFICATION_COUNT_BINS, groups_by_count
 

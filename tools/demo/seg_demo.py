@@ -18,13 +18,12 @@ mmengine logs each stage's progress with its ETA.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import shlex
-import subprocess
 import sys
 import time
+
+from mm_demo import Runner, mm_tool, schedule_options, test_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -46,49 +45,6 @@ METRIC_KEYS = [
 SCHEDULES = {"full": (600, 200), "quick": (200, 60)}
 
 
-def _mmseg_tool(name: str) -> str:
-    import mmseg
-
-    return os.path.join(os.path.dirname(mmseg.__file__), ".mim", "tools", name)
-
-
-class Runner:
-    """Runs commands with the demo's environment, echoing and recording them."""
-
-    def __init__(self, data_dir: str):
-        self.env = dict(os.environ, DISALIGN_SEG_DATA=data_dir)
-        self.env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-        self.commands = []
-        self.start = time.time()
-
-    def __call__(self, step: str, args: list) -> None:
-        cmd = [sys.executable] + args
-        line = f"DISALIGN_SEG_DATA={self.env['DISALIGN_SEG_DATA']} " + shlex.join(cmd)
-        self.commands.append(line)
-        print(f"\n[seg demo {time.time() - self.start:5.0f}s] {step}\n$ {line}", flush=True)
-        subprocess.run(cmd, env=self.env, cwd=ROOT, check=True)
-
-
-def _iters(n: int) -> list:
-    return [
-        f"train_cfg.max_iters={n}",
-        f"train_cfg.val_interval={n}",
-        f"param_scheduler.0.end={n}",
-        f"default_hooks.checkpoint.interval={n}",
-        f"default_hooks.logger.interval={max(10, n // 10)}",
-    ]
-
-
-def _test_metrics(work_dir: str) -> dict:
-    """The metrics mmengine's LoggerHook dumped after the test loop."""
-    logs = sorted(glob.glob(os.path.join(work_dir, "*", "*.json")))
-    if not logs:
-        raise FileNotFoundError(f"no test metrics under {work_dir}")
-    with open(logs[-1]) as f:
-        tag = json.loads(f.read().strip().splitlines()[-1])
-    return {k: float(tag[k]) for k in METRIC_KEYS}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", required=True, help="output folder")
@@ -106,7 +62,7 @@ def main() -> None:
     out = os.path.abspath(args.output)
     data = os.path.join(out, "data")
     os.makedirs(out, exist_ok=True)
-    run = Runner(data)
+    run = Runner("seg demo", "DISALIGN_SEG_DATA", data)
     n1, n2 = SCHEDULES["quick" if args.quick else "full"]
     seed = [f"randomness.seed={args.seed}"]
 
@@ -125,7 +81,7 @@ def main() -> None:
         ],
     )
 
-    train, test = _mmseg_tool("train.py"), _mmseg_tool("test.py")
+    train, test = mm_tool("mmseg", "train.py"), mm_tool("mmseg", "test.py")
     w1, w2 = os.path.join(out, "stage1"), os.path.join(out, "disalign")
     run(
         f"stage 1: plain FCN, {n1} iterations",
@@ -135,7 +91,7 @@ def main() -> None:
             "--work-dir",
             w1,
             "--cfg-options",
-            *_iters(n1),
+            *schedule_options(n1, "param_scheduler.0"),
             *seed,
         ],
     )
@@ -149,7 +105,7 @@ def main() -> None:
             w2,
             "--cfg-options",
             f"model.stage1_checkpoint={ckpt1}",
-            *_iters(n2),
+            *schedule_options(n2, "param_scheduler.0"),
             *seed,
         ],
     )
@@ -161,7 +117,7 @@ def main() -> None:
     ):
         test_dir = wd + "_test"
         run(f"test {name}", [test, cfg, ckpt, "--work-dir", test_dir])
-        results[name] = _test_metrics(test_dir)
+        results[name] = test_metrics(test_dir, METRIC_KEYS)
 
     counts, names = read_class_frequencies(freq)
     state = torch.load(ckpt2, map_location="cpu")["state_dict"]
