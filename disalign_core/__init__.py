@@ -29,6 +29,13 @@ from .groups import (
 )
 from .losses import AVG_MODES, REDUCTIONS, check_reduction, full_class_weights, grw_cross_entropy
 from .reweighting import ZERO_COUNT_POLICIES, check_class_counts, grw_class_weights
+from .stage1_checkpoint import (
+    Stage1CheckpointMismatch,
+    check_stage1_keys,
+    describe_local_file,
+    is_calibration_key,
+    is_url,
+)
 
 __all__ = [
     # calibration
@@ -65,4 +72,10 @@ __all__ = [
     "ZERO_COUNT_POLICIES",
     "check_class_counts",
     "grw_class_weights",
+    # stage-1 checkpoints
+    "Stage1CheckpointMismatch",
+    "check_stage1_keys",
+    "describe_local_file",
+    "is_calibration_key",
+    "is_url",
 ]
