@@ -68,7 +68,9 @@ class GRWCrossEntropyLoss(nn.Module):
         counts, names = load_class_counts(
             class_frequencies, num_classes, key="GRWCrossEntropyLoss.class_frequencies"
         )
-        weights = grw_class_weights(counts, rho, zero_count=zero_count, class_names=names)
+        weights = grw_class_weights(
+            counts, rho, zero_count=zero_count, class_names=names, rho_key="model.head.loss.rho"
+        )
         # Not persistent: derived from the training set, so checkpoints stay loadable into
         # plain models and new frequencies take effect on resume.
         self.register_buffer("class_weight", weights, persistent=False)

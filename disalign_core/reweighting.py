@@ -57,6 +57,7 @@ def grw_class_weights(
     num_classes: int = None,
     zero_count: str = "warn",
     class_names: Sequence[str] = None,
+    rho_key: str = None,
 ) -> Tensor:
     """Class weights of generalized re-weighting.
 
@@ -67,14 +68,19 @@ def grw_class_weights(
         num_classes (int): expected K; a different length raises ValueError.
         zero_count (str): one of ``ZERO_COUNT_POLICIES``.
         class_names (sequence of str): used in messages only.
+        rho_key (str): the config key that set ``rho`` (e.g. ``MODEL.DISALIGN.RHO``), named
+            in the error for a bad ``rho``.
 
     Returns:
         Tensor: (K,) float32 weights that sum to K.
     """
+    name = f"rho ({rho_key})" if rho_key else "rho"
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not math.isfinite(rho):
-        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {rho!r}")
     if rho < 0:
-        raise ValueError(f"rho must be >= 0 (0: instance-balanced, 1: class-balanced), got {rho}")
+        raise ValueError(
+            f"{name} must be >= 0 (0: instance-balanced, 1: class-balanced), got {rho}"
+        )
     if zero_count not in ZERO_COUNT_POLICIES:
         raise ValueError(f"zero_count must be one of {ZERO_COUNT_POLICIES}, got {zero_count!r}")
     t = check_class_counts(counts, num_classes)

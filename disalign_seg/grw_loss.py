@@ -38,6 +38,7 @@ __all__ = ["GRWCrossEntropyLoss", "LOSS_FREQUENCY_KEY"]
 
 # Where the shipped configs set the loss's frequencies (error messages name it).
 LOSS_FREQUENCY_KEY = "model.decode_head.loss_decode.class_frequencies"
+LOSS_RHO_KEY = "model.decode_head.loss_decode.rho"
 
 
 @MODELS.register_module()
@@ -76,7 +77,12 @@ class GRWCrossEntropyLoss(nn.Module):
         frequencies = read_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
         counts, names = frequencies
         weights = grw_class_weights(
-            counts, rho, num_classes=num_classes, zero_count=zero_count, class_names=names
+            counts,
+            rho,
+            num_classes=num_classes,
+            zero_count=zero_count,
+            class_names=names,
+            rho_key=LOSS_RHO_KEY,
         )
         # Not persistent: derived from the frequency file, so checkpoints stay loadable into
         # plain models and a new frequency file takes effect on resume.

@@ -71,7 +71,7 @@ def test_counts_from_the_training_annotation_list(tmp_path):
 
 
 def test_bad_input_names_the_value(tmp_path):
-    with pytest.raises(ValueError, match="rho must be >= 0"):
+    with pytest.raises(ValueError, match=r"rho \(model.head.loss.rho\) must be >= 0"):
         MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=COUNTS, rho=-0.5))
     path = tmp_path / "freq.json"
     path.write_text(json.dumps({"counts": [5, 4, 3], "names": ["a", "b", "c"]}))

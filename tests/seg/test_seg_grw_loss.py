@@ -108,7 +108,7 @@ def test_bad_object_info_line_is_named(tmp_path):
 def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         GRWCrossEntropyLoss(str(tmp_path / "missing.json"))
-    with pytest.raises(ValueError, match="rho must be >= 0"):
+    with pytest.raises(ValueError, match=r"rho \(model.decode_head.loss_decode.rho\) must be >= 0"):
         GRWCrossEntropyLoss([1, 2], rho=-0.3)
     with pytest.raises(ValueError, match="no training examples.*c1"):
         GRWCrossEntropyLoss(str(_named(tmp_path, [4, 0, 1])))
