@@ -9,6 +9,14 @@ are MMPretrain's ``Accuracy`` itself (same keys, same values); a group's top-k i
 ``Accuracy.calculate`` on the images whose true class is in the group, under the key
 ``{group}_top{k}``. (On a class-balanced test set such as ImageNet-LT's this equals the mean
 per-class accuracy of the group.)
+
+With ``per_class=True`` the dict also holds, for each of ``Accuracy``'s keys (``top1``,
+``top5``, ...), every class's accuracy on the images of that class, under
+``per_class/<key>/<class name>`` (core ``per_class_metrics``; mmengine adds the prefix:
+``accuracy/per_class/top1/<class>``); NaN for a class without test images. Class names are
+the dataset's, else the frequency file's, else the class indices. MMPretrain's
+``tools/test.py`` writes them to ``<work_dir>/<timestamp>/<timestamp>.json`` for
+``tools/compare_results.py``: ``--cfg-options test_evaluator.per_class=True``.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from mmpretrain.evaluation.metrics import Accuracy
 from mmpretrain.registry import METRICS
 
 from disalign_core import CLASSIFICATION_COUNT_BINS, group_indices, groups_by_count
+from disalign_core.per_class import per_class_metrics
 
 from .frequencies import ClassCountSource, load_class_counts
 
@@ -38,6 +47,8 @@ class LongTailAccuracy(Accuracy):
         group_names (sequence of str): one more name than bounds, rarest first; default
             ("few", "medium", "many").
         num_classes (int, optional): expected K, checked against the counts at build time.
+        per_class (bool): also return each class's accuracy under ``per_class/<key>/<class>``
+            (default False: the keys, and the logs, are those without it).
         **kwargs: ``Accuracy``'s arguments (``topk``, ``thrs``, ``prefix``, ...).
     """
 
@@ -49,12 +60,14 @@ class LongTailAccuracy(Accuracy):
         num_classes: Optional[int] = None,
         topk: Union[int, Sequence[int]] = (1,),
         thrs: Union[float, Sequence[Union[float, None]], None] = 0.0,
+        per_class: bool = False,
         **kwargs,
     ):
         super().__init__(topk=topk, thrs=thrs, **kwargs)
-        counts, _ = load_class_counts(
+        counts, self.frequency_names = load_class_counts(
             class_frequencies, num_classes, key="LongTailAccuracy.class_frequencies"
         )
+        self.per_class = bool(per_class)
         self.group_names = list(group_names)
         self.class_groups: List[str] = groups_by_count(counts, bounds, group_names)
 
@@ -71,7 +84,8 @@ class LongTailAccuracy(Accuracy):
         self._dataset_meta = dataset_meta
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        """``Accuracy``'s metrics plus the per-group ones.
+        """``Accuracy``'s metrics plus the per-group ones (and the per-class ones with
+        ``per_class``).
 
         Args:
             results (list[dict]): per image ``gt_label`` (1,) and ``pred_score`` (K,) (or
@@ -100,4 +114,22 @@ class LongTailAccuracy(Accuracy):
             group_metrics = super().compute_metrics(subset) if subset else {}
             for key in overall_keys:
                 metrics[f"{group}_{key}"] = group_metrics.get(key, float("nan"))
+        if self.per_class:
+            by_class: List[List[dict]] = [[] for _ in range(k)]
+            for r, label in zip(results, target.tolist()):
+                by_class[label].append(r)
+            class_metrics = []
+            for subset in by_class:
+                class_metrics.append(super().compute_metrics(subset) if subset else {})
+            names = self._class_names(k)
+            for key in overall_keys:
+                values = [m.get(key, float("nan")) for m in class_metrics]
+                metrics.update(per_class_metrics(key, names, values))
         return metrics
+
+    def _class_names(self, k: int) -> List[str]:
+        """The dataset's class names, else the frequency source's, else "0" .. "K-1"."""
+        for names in ((self.dataset_meta or {}).get("classes"), self.frequency_names):
+            if names is not None and len(names) == k:
+                return [str(n) for n in names]
+        return [str(i) for i in range(k)]

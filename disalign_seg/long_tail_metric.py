@@ -8,6 +8,13 @@ The groups come from the training pixel share of each class (ADE20K in the paper
 overall aAcc, mIoU and mAcc are IoUMetric's own numbers; a group's mIoU (mAcc) is the mean,
 ignoring NaN as IoUMetric does, of the per-class IoU (Acc) of its classes, in percent rounded
 to two decimals like IoUMetric's.
+
+With ``per_class=True`` the returned dict also holds every class's value of each per-class
+metric IoUMetric prints in its table (IoU and Acc; Dice, Fscore, Precision, Recall when
+``iou_metrics`` asks for them), the same numbers (percent, two decimals), under
+``per_class/<metric>/<class name>`` (core ``per_class_metrics``). mmseg's ``tools/test.py``
+then writes them to ``<work_dir>/<timestamp>/<timestamp>.json`` for
+``tools/compare_results.py``: ``--cfg-options test_evaluator.per_class=True``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from disalign_core import (
     groups_by_share,
     read_class_frequencies,
 )
+from disalign_core.per_class import per_class_metrics
 
 from .frequencies import frequency_fix
 
@@ -46,6 +54,8 @@ class LongTailIoUMetric(IoUMetric):
         thresholds (sequence of float): share thresholds, decreasing; default ADE20K's
             (0.01, 0.001).
         group_names (sequence of str): one more name than thresholds, most frequent first.
+        per_class (bool): also return each class's values under ``per_class/<metric>/<class>``
+            (default False: the keys, and the logs, are those without it).
         **kwargs: IoUMetric's arguments (``ignore_index``, ``iou_metrics`` must include
             'mIoU', ...).
     """
@@ -55,9 +65,11 @@ class LongTailIoUMetric(IoUMetric):
         class_frequencies: FrequencySource,
         thresholds: Sequence[float] = ADE20K_SHARE_THRESHOLDS[0],
         group_names: Sequence[str] = ADE20K_SHARE_THRESHOLDS[1],
+        per_class: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.per_class = bool(per_class)
         if "mIoU" not in self.metrics:
             raise ValueError(f"LongTailIoUMetric needs 'mIoU' in iou_metrics, got {self.metrics}")
         # Read once: counts, names, and what the counts are shares of (objectInfo150.txt).
@@ -91,7 +103,8 @@ class LongTailIoUMetric(IoUMetric):
         self._dataset_meta = dataset_meta
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
-        """IoUMetric's metrics plus the group means.
+        """IoUMetric's metrics plus the group means (and the per-class values with
+        ``per_class``).
 
         Args:
             results (list): per image ``(area_intersect, area_union, area_pred, area_label)``,
@@ -107,12 +120,21 @@ class LongTailIoUMetric(IoUMetric):
                 f"dataset has {num_classes}: the frequency file does not match the dataset"
             )
         intersect, union, pred, label = (sum(areas) for areas in zip(*results))
+        # IoU and Acc always; the other per-class metrics only when the table shows them.
+        wanted = self.metrics if self.per_class else ["mIoU"]
         per_class = self.total_area_to_metrics(
-            intersect, union, pred, label, ["mIoU"], self.nan_to_num, self.beta
+            intersect, union, pred, label, wanted, self.nan_to_num, self.beta
         )
         for group, idx in group_indices(self.class_groups, self.group_names).items():
             for key in ("IoU", "Acc"):
                 metrics[f"{group}_m{key}"] = _group_mean(per_class[key], idx)
+        if self.per_class:
+            names = list(self.dataset_meta["classes"])
+            for key, values in per_class.items():
+                if key != "aAcc":  # the one number that is not per class
+                    # IoUMetric's per-class table: percent, two decimals.
+                    percent = np.round(np.asarray(values, dtype=float) * 100, 2)
+                    metrics.update(per_class_metrics(key, names, percent.tolist()))
         return metrics
 
 

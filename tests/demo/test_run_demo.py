@@ -5,7 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _png(path):
+    data = open(path, "rb").read()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
 def test_run_demo_quick_det_writes_table_and_figures(tmp_path):
@@ -27,6 +34,23 @@ def test_run_demo_quick_det_writes_table_and_figures(tmp_path):
     for name in ("calibration_vs_frequency.png", "groups_before_after.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # tools/compare_results.py's LVISEval on the predictions gives LVISEvaluator's numbers,
+    # and one box AP per category.
+    change = det["per_class_change"]
+    assert change["figure"] == str(out / "det" / "per_class_change_det.png") and _png(
+        change["figure"]
+    )
+    assert f"Figure: {change['figure']}" in proc.stdout
+    with open(change["json"]) as f:
+        compared = json.load(f)
+    metrics = {r["metric"]: r for r in compared["metrics"]}
+    for key in ("AP", "APr", "APc", "APf"):
+        for stage in ("stage1", "disalign"):
+            column = "stage1" if stage == "stage1" else "stage2"
+            assert metrics[f"bbox/{key}"][column] == pytest.approx(det[stage][key], nan_ok=True)
+    rows = compared["per_class"]["bbox/AP"]
+    assert [r["count"] for r in rows] == det["class_image_counts"]
+    assert [r["name"] for r in rows] == det["class_names"]
 
 
 def test_run_demo_quick_cls_writes_table_and_figures(tmp_path):
@@ -49,3 +73,16 @@ def test_run_demo_quick_cls_writes_table_and_figures(tmp_path):
     for name in ("calibration_vs_frequency.png", "groups_before_after.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    # tools/compare_results.py on the two test logs: one top-1 per class, whose mean is the
+    # top-1 of the class-balanced test set.
+    change = cls["per_class_change"]
+    assert change["figure"] == str(out / "cls" / "per_class_change_cls.png") and _png(
+        change["figure"]
+    )
+    with open(change["json"]) as f:
+        rows = json.load(f)["per_class"]["accuracy/top1"]
+    assert [r["count"] for r in rows] == cls["class_image_counts"]
+    assert [r["group"] for r in rows] == cls["groups"]
+    for stage, column in (("stage1", "stage1"), ("disalign", "stage2")):
+        mean = sum(r[column] for r in rows) / len(rows)
+        assert mean == pytest.approx(cls[stage]["top1"], abs=0.01)

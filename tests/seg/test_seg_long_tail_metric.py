@@ -1,4 +1,5 @@
 import builtins
+import json
 import math
 import os
 
@@ -159,3 +160,107 @@ def test_metric_and_loss_read_the_frequency_file_once_each(tmp_path, monkeypatch
     assert metric.class_groups == ["head"] * 6
     MODELS.build(dict(type="GRWCrossEntropyLoss", class_frequencies=str(info)))
     assert len(opened) == 2
+
+
+def _iou_metric_table(monkeypatch, samples):
+    """IoUMetric's own per-class table (what it prints), as {column: [values per class]}."""
+    import mmseg.evaluation.metrics.iou_metric as iou_module
+
+    printed = []
+    monkeypatch.setattr(iou_module, "print_log", lambda msg, logger=None: printed.append(msg))
+    _run(IoUMetric(iou_metrics=["mIoU", "mDice"]), samples)
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in printed[-1].strip().splitlines()
+        if line.startswith("|")
+    ]
+    header, body = rows[0], rows[1:]
+    return {h: [row[i] for row in body] for i, h in enumerate(header)}
+
+
+def test_per_class_values_are_iou_metrics_table_and_by_hand(monkeypatch):
+    samples = _samples(seed=1)
+    for s in samples:  # class 5 absent: NaN, as in IoUMetric's table
+        s["gt_sem_seg"]["data"][s["gt_sem_seg"]["data"] == 5] = 0
+        s["pred_sem_seg"]["data"][s["pred_sem_seg"]["data"] == 5] = 0
+    plain = _run(METRICS.build(dict(type="LongTailIoUMetric", class_frequencies=COUNTS)), samples)
+    assert not any("per_class" in k for k in plain)  # off by default: the keys are unchanged
+    ours = _run(
+        METRICS.build(
+            dict(
+                type="LongTailIoUMetric",
+                class_frequencies=COUNTS,
+                iou_metrics=["mIoU", "mDice"],
+                per_class=True,
+            )
+        ),
+        samples,
+    )
+    assert {k: v for k, v in ours.items() if not k.startswith("per_class/")} == pytest.approx(
+        dict(plain, mDice=ours["mDice"]), nan_ok=True
+    )
+    table = _iou_metric_table(monkeypatch, samples)
+    assert table["Class"] == [f"c{i}" for i in range(K)]
+    for metric in ("IoU", "Acc", "Dice"):
+        for i, shown in enumerate(table[metric]):
+            value = ours[f"per_class/{metric}/c{i}"]
+            assert (math.isnan(value) and shown == "nan") or value == float(shown), (metric, i)
+    iou = _per_class_iou(samples)
+    for i in range(K - 1):
+        assert ours[f"per_class/IoU/c{i}"] == round(iou[i] * 100, 2)
+    assert math.isnan(ours["per_class/IoU/c5"])
+
+
+def _load_compare_results():
+    """The command line tool, tools/compare_results.py."""
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(repo, "tools"))
+    import compare_results
+
+    return compare_results
+
+
+def _test_log(work_dir, metrics):
+    """What mmseg's tools/test.py leaves: <work_dir>/<timestamp>/<timestamp>.json."""
+    from mmengine.fileio import dump
+
+    log = work_dir / "20240101_000000" / "20240101_000000.json"
+    log.parent.mkdir(parents=True)
+    dump(dict({k: float(v) for k, v in metrics.items()}, data_time=0.01, time=0.02), str(log))
+    return str(work_dir)
+
+
+def test_compare_tool_on_the_metrics_test_logs(tmp_path, capsys):
+    compare_results = _load_compare_results()
+    cfg = dict(type="LongTailIoUMetric", class_frequencies=COUNTS, per_class=True)
+    stage1 = _run(METRICS.build(cfg), _samples(seed=4))
+    stage2 = _run(METRICS.build(cfg), _samples(seed=5))
+    s1, s2 = _test_log(tmp_path / "s1", stage1), _test_log(tmp_path / "s2", stage2)
+    freq = tmp_path / "pixels.json"
+    freq.write_text(json.dumps({"counts": COUNTS, "names": [f"c{i}" for i in range(K)]}))
+    png, out = tmp_path / "per_class.png", tmp_path / "per_class.json"
+    argv = ["--framework", "seg", "--stage1", s1, "--stage2", s2, "--frequencies", str(freq)]
+    assert compare_results.main(argv + ["--plot", str(png), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    change = stage2["tail_mIoU"] - stage1["tail_mIoU"]
+    assert f"tail_mIoU {stage1['tail_mIoU']:8.2f} {stage2['tail_mIoU']:8.2f} {change:+8.2f}" in (
+        printed
+    )
+    data = json.loads(out.read_text())
+    rows = data["per_class"]["IoU"]
+    assert [r["group"] for r in rows] == ["head"] * 3 + ["body"] * 2 + ["tail"]
+    assert [r["x"] for r in rows] == pytest.approx([100 * c / sum(COUNTS) for c in COUNTS])
+    for i, r in enumerate(rows):
+        key = f"per_class/IoU/c{i}"
+        assert r["change"] == pytest.approx(stage2[key] - stage1[key])
+    assert set(data["per_class"]) == {"IoU", "Acc"}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # frequencies of other classes, or of another class count, are refused
+    freq.write_text(json.dumps({"counts": COUNTS, "names": [f"d{i}" for i in range(K)]}))
+    assert compare_results.main(argv) == 2
+    assert "names differ" in capsys.readouterr().err
+    freq.write_text(json.dumps(COUNTS[:5]))
+    assert compare_results.main(argv) == 2
+    assert "frequencies for 5 classes but the evaluation output has 6" in capsys.readouterr().err

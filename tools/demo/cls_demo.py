@@ -10,8 +10,10 @@
 3. trains DisAlign stage 2 from the stage-1 checkpoint (``model.stage1_checkpoint``) with the
    same script;
 4. tests both with MMPretrain's ``tools/test.py`` and ``LongTailAccuracy``
-   (top-1 overall, many, medium, few);
-5. writes ``OUT/cls_results.json``.
+   (top-1 overall, many, medium, few; per-class values on);
+5. draws each class's top-1 change against its training images with
+   ``tools/compare_results.py`` (``OUT/per_class_change_cls.png``, ``OUT/per_class_cls.json``);
+6. writes ``OUT/cls_results.json``.
 
 Usage::
 
@@ -26,7 +28,14 @@ import json
 import os
 import time
 
-from mm_demo import Runner, mm_tool, schedule_options, test_metrics
+from mm_demo import (
+    PER_CLASS_OPTION,
+    Runner,
+    mm_tool,
+    per_class_change,
+    schedule_options,
+    test_metrics,
+)
 
 from disalign_demo.cls import generate_cls_synthetic
 
@@ -81,13 +90,23 @@ def main() -> None:
     )  # fmt: skip
     ckpt2 = os.path.join(w2, f"iter_{n2}.pth")
     results: dict = {}
+    test_dirs = []
     for name, cfg, ckpt, wd in (
         ("stage1", STAGE1_CFG, ckpt1, w1),
         ("disalign", STAGE2_CFG, ckpt2, w2),
     ):
         test_dir = wd + "_test"
-        run(f"test {name}", [test, cfg, ckpt, "--work-dir", test_dir])
+        run(
+            f"test {name}",
+            [test, cfg, ckpt, "--work-dir", test_dir, "--cfg-options", PER_CLASS_OPTION],
+        )
         results[name] = test_metrics(test_dir, METRIC_KEYS, prefix="accuracy/")
+        test_dirs.append(test_dir)
+    # Training images per class: counted from the training annotation list, as the config's.
+    train_list = os.path.join(data, "meta", "train.txt")
+    change = per_class_change(
+        run, "cls", out, test_dirs, train_list, "MMPretrain demo: top-1 per class"
+    )
 
     from disalign_core import CLASSIFICATION_COUNT_BINS, groups_by_count
 
@@ -99,6 +118,7 @@ def main() -> None:
         groups=groups_by_count(counts, *CLASSIFICATION_COUNT_BINS),
         alpha=state["head.calibration.alpha"].tolist(),
         beta=state["head.calibration.beta"].tolist(),
+        per_class_change=change,
         iterations={"stage1": n1, "disalign": n2},
         commands=run.commands,
         seconds=round(time.time() - start, 1),

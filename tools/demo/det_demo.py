@@ -7,12 +7,15 @@ evaluate both with LVISEvaluator, and write DIR/det_results.json.
 
 det_results.json: {"stage1": {"AP", "APr", "APc", "APf"}, "disalign": {...}} (box AP, in %),
 "class_names", "class_image_counts" (training images per class), "alpha", "beta" (the learned
-magnitude and margin per class), "commands" (the equivalent command lines), "seconds".
+magnitude and margin per class), "per_class_change" (the figure and table of
+tools/compare_results.py: each category's box AP change against its training images, from the
+predictions both evaluations wrote), "commands" (the equivalent command lines), "seconds".
 """
 import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -26,6 +29,7 @@ from disalign_demo.det import add_tiny_backbone_config, generate_lvis_synthetic 
 from disalign_det import engine  # noqa: E402
 
 TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
+COMPARE = os.path.join(REPO, "tools", "compare_results.py")
 DEMO_CONFIGS = os.path.join(REPO, "configs", "detectron2", "demo")
 METRICS = ("AP", "APr", "APc", "APf")
 
@@ -45,6 +49,24 @@ def first_calibration(checkpoint_path):
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)["model"]
     prefix = sorted(k[: -len("alpha")] for k in state if k.endswith("calibration.alpha"))[0]
     return state[prefix + "alpha"].tolist(), state[prefix + "beta"].tolist()
+
+
+def per_class_change(out, stage1_dir, stage2_dir, info, commands):
+    """Run tools/compare_results.py (the command a user runs) on the predictions LVISEvaluator
+    wrote in both OUTPUT_DIRs: LVISEval per category, no model runs again. Returns the paths
+    of its figure and table."""
+    figure = os.path.join(out, "per_class_change_det.png")
+    table = os.path.join(out, "per_class_det.json")
+    argv = [
+        "--framework", "det", "--stage1", stage1_dir, "--stage2", stage2_dir,
+        "--gt", info["val_json"], "--frequencies", info["train_json"],  # training image counts
+        "--plot", figure, "--json", table,
+        "--title", "detectron2 demo: box AP per category, DisAlign - stage 1",
+    ]  # fmt: skip
+    commands.append(shlex.join(["python", os.path.relpath(COMPARE), *argv]))
+    print("[det_demo] per-class change: tools/compare_results.py", flush=True)
+    subprocess.run([sys.executable, COMPARE, *argv], check=True)
+    return {"figure": figure, "json": table}
 
 
 def main(argv=None):
@@ -94,6 +116,7 @@ def main(argv=None):
         commands,
     )  # fmt: skip
     alpha, beta = first_calibration(os.path.join(stage2_dir, "model_final.pth"))
+    change = per_class_change(out, stage1_dir, stage2_dir, info, commands)
 
     results = {
         "stage1": stage1,
@@ -102,6 +125,7 @@ def main(argv=None):
         "class_image_counts": counts,
         "alpha": alpha,
         "beta": beta,
+        "per_class_change": change,
         "commands": commands,
         "seconds": round(time.time() - start, 1),
     }

@@ -1,5 +1,6 @@
 """What the MMSegmentation and MMPretrain halves of the demo share: the framework's stock
-tools, run with the demo's environment, and the test metrics they log."""
+tools, run with the demo's environment, the test metrics they log, and the per-class picture
+of tools/compare_results.py drawn from those logs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The test runs' option that makes the long-tail metric log every class's value.
+PER_CLASS_OPTION = "test_evaluator.per_class=True"
 
 
 def mm_tool(package: str, name: str) -> str:
@@ -62,3 +65,21 @@ def test_metrics(work_dir: str, keys: List[str], prefix: str = "") -> Dict[str, 
     with open(logs[-1]) as f:
         tag = json.loads(f.read().strip().splitlines()[-1])
     return {k: float(tag[prefix + k]) for k in keys}
+
+
+def per_class_change(
+    run: Runner, framework: str, out: str, test_dirs: List[str], frequencies: str, title: str
+) -> Dict[str, str]:
+    """Run tools/compare_results.py (the command a user runs) on the stage-1 and stage-2 test
+    work dirs, whose logs hold the per-class values (``PER_CLASS_OPTION``); no model runs
+    again. Writes ``per_class_change_<framework>.png`` and ``per_class_<framework>.json`` in
+    ``out`` and returns their paths."""
+    figure = os.path.join(out, f"per_class_change_{framework}.png")
+    table = os.path.join(out, f"per_class_{framework}.json")
+    run(
+        "per-class change, DisAlign - stage 1, from the two test logs",
+        ["tools/compare_results.py", "--framework", framework, "--stage1", test_dirs[0],
+         "--stage2", test_dirs[1], "--frequencies", frequencies, "--plot", figure,
+         "--json", table, "--title", title],
+    )  # fmt: skip
+    return {"figure": figure, "json": table}

@@ -9,7 +9,10 @@ its checkpoint, then prints one table of stage 1 against DisAlign and writes plo
 
 - ``calibration_vs_frequency.png``: learned magnitude alpha and margin beta against class
   frequency (the supplement's Figure 1);
-- ``groups_before_after.png``: per-group metrics of stage 1 and DisAlign.
+- ``groups_before_after.png``: per-group metrics of stage 1 and DisAlign;
+- ``<part>/per_class_change_<part>.png``: each class's change (box AP, IoU and Acc, top-1)
+  against its training frequency, drawn by ``tools/compare_results.py`` from the two
+  evaluations' outputs (the command each half runs; see its ``commands``).
 
 Usage::
 
@@ -166,6 +169,9 @@ def main(argv=None) -> int:
 
     table = format_table(results)
     figures = plot(results, args.output)
+    figures += [
+        r["per_class_change"]["figure"] for r in results.values() if "per_class_change" in r
+    ]
     total = time.time() - start
     report = (
         f"# DisAlign demo results\n\nCommand: `{' '.join([os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))}`"

@@ -6,8 +6,10 @@
 3. trains stage 1 (plain FCN, tiny ResNet-18-D8) with mmseg's own ``tools/train.py``;
 4. trains DisAlign stage 2 from the stage-1 checkpoint (``model.stage1_checkpoint``) with the
    same script;
-5. tests both with mmseg's ``tools/test.py`` and the long-tail metric;
-6. writes ``OUT/seg_results.json``.
+5. tests both with mmseg's ``tools/test.py`` and the long-tail metric (per-class values on);
+6. draws each class's IoU and Acc change against its pixel share with
+   ``tools/compare_results.py`` (``OUT/per_class_change_seg.png``, ``OUT/per_class_seg.json``);
+7. writes ``OUT/seg_results.json``.
 
 Usage::
 
@@ -23,7 +25,14 @@ import os
 import sys
 import time
 
-from mm_demo import Runner, mm_tool, schedule_options, test_metrics
+from mm_demo import (
+    PER_CLASS_OPTION,
+    Runner,
+    mm_tool,
+    per_class_change,
+    schedule_options,
+    test_metrics,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -111,13 +120,21 @@ def main() -> None:
     )
     ckpt2 = os.path.join(w2, f"iter_{n2}.pth")
     results = {}
+    test_dirs = []
     for name, cfg, ckpt, wd in (
         ("stage1", STAGE1_CFG, ckpt1, w1),
         ("disalign", STAGE2_CFG, ckpt2, w2),
     ):
         test_dir = wd + "_test"
-        run(f"test {name}", [test, cfg, ckpt, "--work-dir", test_dir])
+        run(
+            f"test {name}",
+            [test, cfg, ckpt, "--work-dir", test_dir, "--cfg-options", PER_CLASS_OPTION],
+        )
         results[name] = test_metrics(test_dir, METRIC_KEYS)
+        test_dirs.append(test_dir)
+    change = per_class_change(
+        run, "seg", out, test_dirs, freq, "MMSegmentation demo: IoU and Acc per class"
+    )
 
     counts, names = read_class_frequencies(freq)
     state = torch.load(ckpt2, map_location="cpu")["state_dict"]
@@ -127,6 +144,7 @@ def main() -> None:
         groups=groups_by_share(counts),
         alpha=state["decode_head.calibration.alpha"].tolist(),
         beta=state["decode_head.calibration.beta"].tolist(),
+        per_class_change=change,
         commands=run.commands,
         seconds=round(time.time() - start, 1),
     )
