@@ -2,13 +2,15 @@
 
 ``MODEL.DISALIGN.FREQUENCY_TYPE`` says what r_j counts: "images" (images containing class j,
 the default and the paper's "per-class training frequency") or "instances" (annotations of
-class j). The authors' code loads a ``num_shots`` file that was not published, so which of
-the two it holds is unknown; "images" is LVIS's own definition of the rare/common/frequent
-groups.
+class j); "images" is LVIS's own definition of the rare/common/frequent groups. The authors'
+code reads their ``num_shots_v0.5.npy`` / ``num_shots_v1.0.json`` (release downloads linked
+from their ``instance_seg/README.md``), one number per class; which of the two they count is
+not stated there. Both files can be given as ``MODEL.DISALIGN.FREQUENCY_FILE``.
 
 Sources, in order of precedence:
-1. ``MODEL.DISALIGN.FREQUENCY_FILE`` when set (``disalign_core.read_class_frequencies``): its
-   counts are used as they are, whatever FREQUENCY_TYPE says;
+1. ``MODEL.DISALIGN.FREQUENCY_FILE`` when set (``disalign_core.read_class_frequencies``: JSON,
+   the authors' ``.npy`` and ``[id, count, ...]`` JSON, text; the format is logged): its counts
+   are used as they are, whatever FREQUENCY_TYPE says;
 2. the ``class_image_count`` ("images") or ``class_instance_count`` ("instances") metadata of
    every training dataset, where all of them have it: detectron2 sets ``class_image_count`` for
    LVIS v1 (its LVIS v0.5 metadata has no counts), ``register_disalign_instances`` sets both
@@ -182,8 +184,11 @@ def class_frequencies_from_config(cfg) -> Tuple[List[float], Optional[List[str]]
             f"{FREQUENCY_TYPES} (what the class frequencies count)"
         )
     if path:
-        counts, names = read_class_frequencies(path, key="MODEL.DISALIGN.FREQUENCY_FILE")
-        source = f"MODEL.DISALIGN.FREQUENCY_FILE={path!r}"
+        frequencies = read_class_frequencies(
+            path, key="MODEL.DISALIGN.FREQUENCY_FILE", num_classes=num_classes
+        )
+        counts, names = frequencies
+        source = f"MODEL.DISALIGN.FREQUENCY_FILE={path!r} ({frequencies.format})"
     else:
         counts, names, source = class_frequencies_from_datasets(
             cfg.DATASETS.TRAIN, num_classes, frequency_type

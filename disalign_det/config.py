@@ -35,14 +35,15 @@ def add_disalign_config(cfg: CN) -> None:
     _C.MODEL.DISALIGN.RHO = 0.8
     # What the class frequencies r_j count: "images" (images containing class j; the paper's
     # "per-class training frequency", and LVIS's definition of its rare/common/frequent groups)
-    # or "instances" (annotations of class j). The authors' code reads an unpublished
-    # "num_shots" file, so their choice is not known; we default to images.
+    # or "instances" (annotations of class j). The authors' code reads their published
+    # num_shots_v0.5.npy / num_shots_v1.0.json, which do not say which; we default to images.
     _C.MODEL.DISALIGN.FREQUENCY_TYPE = "images"
     # Class frequencies r_j. Empty: taken from the training datasets' metadata
     # ("class_image_count" for images, as detectron2's LVIS v1; "class_instance_count" for
     # instances, set by register_disalign_instances from the json) or counted from
-    # DATASETS.TRAIN. Otherwise a file read by disalign_core.read_class_frequencies (JSON or
-    # text), used as it is whatever FREQUENCY_TYPE says.
+    # DATASETS.TRAIN. Otherwise a file read by disalign_core.read_class_frequencies (JSON,
+    # text, or the authors' num_shots_v0.5.npy / num_shots_v1.0.json), used as it is whatever
+    # FREQUENCY_TYPE says.
     _C.MODEL.DISALIGN.FREQUENCY_FILE = ""
     # A class with no training image: "error" (raise) or "warn" (use the rarest class's weight).
     _C.MODEL.DISALIGN.ZERO_COUNT = "error"

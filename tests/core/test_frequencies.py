@@ -2,13 +2,24 @@
 expected; and re-weighting weights stay finite for every accepted rho."""
 
 import copy
+import io
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from disalign_core import check_class_names, grw_class_weights, read_class_frequencies
+from disalign_core.frequencies import (
+    FORMAT_COUNTS_LIST,
+    FORMAT_COUNTS_OBJECT,
+    FORMAT_ID_COUNT_LIST,
+    FORMAT_NUMPY,
+    FORMAT_OBJECT_INFO,
+    FORMAT_SEQUENCE,
+    FORMAT_TEXT,
+)
 
 KEY = "MODEL.DISALIGN.FREQUENCY_FILE"
 
@@ -133,6 +144,7 @@ def test_result_survives_copy_and_pickle(tmp_path):
     for clone in (copy.deepcopy(frequencies), pickle.loads(pickle.dumps(frequencies))):
         assert clone == frequencies and clone.names == frequencies.names
         assert clone.share_total == 1.0 and clone.source == frequencies.source
+        assert clone.format == frequencies.format == FORMAT_OBJECT_INFO
 
 
 def test_class_names_match_exactly_or_by_synonym():
@@ -168,3 +180,137 @@ def test_class_name_errors_name_source_key_classes_and_fix():
     # A synonym must be a whole name, not a part of one.
     with pytest.raises(ValueError, match="1 of 1 names differ"):
         check_class_names(["building, edifice"], ["build"], source="f", key=KEY)
+
+
+# The DisAlign authors' published files (release downloads linked from their
+# instance_seg/README.md), written here in the shapes their code reads: num_shots_v1.0.json is a
+# flat JSON list [id, count, id, count, ...] read with json.load(...)[1::2]; num_shots_v0.5.npy
+# is an array of counts read with np.load and used as it is.
+
+
+def test_authors_v1_json_id_count_list(tmp_path):
+    path = tmp_path / "num_shots_v1.0.json"
+    path.write_text(json.dumps([1, 120, 2, 7, 3, 0, 4, 55]))
+    frequencies = read_class_frequencies(str(path), key=KEY)
+    assert frequencies == ([120.0, 7.0, 0.0, 55.0], None)
+    assert frequencies.format == FORMAT_ID_COUNT_LIST
+    # what the authors' code takes: every second entry
+    assert frequencies.counts == json.loads(path.read_text())[1::2]
+    # with the expected class count, a list of 2K entries is read as pairs even for K = 1 ...
+    path.write_text("[1, 9]")
+    assert read_class_frequencies(str(path), KEY, num_classes=1).counts == [9.0]
+    # ... and a list of K entries is always K counts, even if it looks like pairs
+    path.write_text("[1, 9, 2, 4]")
+    plain = read_class_frequencies(str(path), KEY, num_classes=4)
+    assert plain.counts == [1.0, 9.0, 2.0, 4.0] and plain.format == FORMAT_COUNTS_LIST
+    # without it, a 2-entry list is two counts (it could be either)
+    path.write_text("[1, 9]")
+    assert read_class_frequencies(str(path), KEY).counts == [1.0, 9.0]
+
+
+def test_id_count_list_with_ids_out_of_order_is_refused(tmp_path):
+    path = tmp_path / "num_shots_v1.0.json"
+    path.write_text(json.dumps([1, 120, 3, 7, 2, 5]))
+    with pytest.raises(ValueError) as info:
+        read_class_frequencies(str(path), key=KEY, num_classes=3)
+    message = str(info.value)
+    assert "num_shots_v1.0.json" in message and KEY in message
+    assert "looks like the DisAlign authors' [id, count, id, count, ...] list" in message
+    assert "ids are not 1..3 in order (entry 2 is 3, expected 2)" in message
+
+
+def test_authors_v05_numpy_counts(tmp_path):
+    path = tmp_path / "num_shots_v0.5.npy"
+    np.save(path, np.array([300, 12, 1, 0], dtype=np.int64))
+    frequencies = read_class_frequencies(str(path), key=KEY)
+    assert frequencies == ([300.0, 12.0, 1.0, 0.0], None)
+    assert frequencies.format == FORMAT_NUMPY and frequencies.source == repr(str(path))
+    np.save(path, np.array([2.5, 0.5], dtype=np.float32))
+    assert read_class_frequencies(str(path)).counts == [2.5, 0.5]
+    # the format is the content's, whatever the name says
+    named_json = tmp_path / "counts.json"
+    named_json.write_bytes(path.read_bytes())
+    assert read_class_frequencies(str(named_json)).format == FORMAT_NUMPY
+
+
+def _npy_bytes(array, allow_pickle=False):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        # np.save of a dict: a 0-d object array, loadable only by unpickling
+        ("dict.npy", _npy_bytes(np.array({"a": 1}), True), r"single pickled Python object"),
+        ("objects.npy", _npy_bytes(np.array([1, "a"], dtype=object), True), r"array of Python"),
+        ("pairs.npy", _npy_bytes(np.array([[1, 30], [2, 4]])), r"looks like \(id, count\) rows"),
+        ("cube.npy", _npy_bytes(np.zeros((2, 3, 4))), r"shape \(2, 3, 4\); expected one dim"),
+        ("text.npy", _npy_bytes(np.array(["a", "b"])), r"dtype <U1, not numbers"),
+        ("neg.npy", _npy_bytes(np.array([3.0, -1.0])), r"class 1 is -1.0; counts must be"),
+        ("nan.npy", _npy_bytes(np.array([3.0, np.nan])), r"class 1 is nan"),
+        ("cut_header.npy", _npy_bytes(np.arange(100))[:90], r"truncated or damaged NumPy"),
+        ("cut_data.npy", _npy_bytes(np.arange(100))[:-16], r"truncated or damaged NumPy"),
+        ("list.npy", b"[1, 2, 3]", r"named .npy but is not a NumPy file.*b'\[1, 2, 3\]'"),
+        ("pickled.pkl", pickle.dumps([1, 2, 3]), r"is a Python pickle .*not read"),
+        ("arrays.npz", b"PK\x03\x04" + b"\0" * 40, r"zip archive: a NumPy .npz"),
+        ("latin1.txt", "caf\xe9 3\n".encode("latin-1"), r"nor UTF-8 text \(byte 3 is b'\\xe9'\)"),
+    ],
+)
+def test_binary_and_numpy_files_that_cannot_be_used(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as info:
+        read_class_frequencies(str(path), key=KEY)
+    message = str(info.value)
+    assert name in message and KEY in message
+    assert "num_shots_v0.5.npy" in message or "counts must be" in message  # formats listed
+
+
+def test_object_array_is_never_unpickled(tmp_path, monkeypatch):
+    """Refused from its header alone: no pickle.load runs."""
+    path = tmp_path / "dict.npy"
+    path.write_bytes(_npy_bytes(np.array({"a": 1}), True))
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    with pytest.raises(ValueError, match="only loads with allow_pickle=True"):
+        read_class_frequencies(str(path), key=KEY)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (
+            {"images": [], "annotations": [], "categories": [{"id": 1, "image_count": 3}]},
+            r"looks like an LVIS/COCO annotation file",
+        ),
+        ([{"id": 1, "image_count": 3}], r"looks like detectron2's class_image_count metadata"),
+    ],
+    ids=["lvis_json", "class_image_count"],
+)
+def test_json_of_a_known_other_kind_says_what_it_seems_to_be(tmp_path, content, match):
+    path = tmp_path / "lvis_v1_train.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=match) as info:
+        read_class_frequencies(str(path), key=KEY)
+    assert "lvis_v1_train.json" in str(info.value) and KEY in str(info.value)
+
+
+def test_every_format_is_named(tmp_path):
+    cases = {
+        "a.json": ("[3, 1]", FORMAT_COUNTS_LIST),
+        "b.json": ('{"counts": [3, 1]}', FORMAT_COUNTS_OBJECT),
+        "c.txt": ("3\n1\n", FORMAT_TEXT),
+        "objectInfo150.txt": (OBJECT_INFO, FORMAT_OBJECT_INFO),
+        # JSON content in a file not named .json is still JSON
+        "d.txt": ("[1, 3, 2, 1]", FORMAT_ID_COUNT_LIST),
+    }
+    for name, (content, fmt) in cases.items():
+        (tmp_path / name).write_text(content)
+        assert read_class_frequencies(str(tmp_path / name)).format == fmt, name
+    assert read_class_frequencies([1, 2]).format == FORMAT_SEQUENCE
