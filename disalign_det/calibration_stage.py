@@ -1,10 +1,24 @@
 """The calibration stage (stage 2): loading a stage-1 checkpoint and freezing all but the
 calibration.
 
-detectron2's checkpointer skips a parameter whose shape differs from the model's with only a
-warning; for the box classifier that would silently replace the user's trained classifier by a
-random one, so ``DisAlignCheckpointer`` makes it an error. Calibration parameters missing from
-a stage-1 checkpoint are expected: they keep their identity initialisation (alpha = beta = 0).
+detectron2's checkpointer loads non-strictly and only warns about what does not fit: a weight
+of another shape is skipped, a missing one keeps its random initialisation. Stage 2 trains only
+the calibration on top of frozen layers, so ``DisAlignCheckpointer`` turns that into errors:
+
+- always: a box classifier/regressor of another class count, and a linear classifier loaded into
+  a cosine one (or the reverse), before anything is loaded;
+- in stage 2 (``calibration_stage=True``, from ``MODEL.DISALIGN.FREEZE``), for the weights of
+  ``MODEL.WEIGHTS`` (not for ``--resume`` of the run's own checkpoint): the checkpoint must hold
+  every parameter and buffer of the model except the calibration's
+  (``disalign_core.check_stage1_keys``). Not required: the calibration (it starts at the
+  identity, alpha = beta = 0), the model's non-persistent buffers (``pixel_mean``/``pixel_std``
+  and the anchors, computed from the config; older detectron2 checkpoints hold them) and
+  BatchNorm's ``num_batches_tracked`` counters. A correct load logs one line saying so.
+
+Stage 1 (``calibration_stage=False``) loads as detectron2 does, e.g. the ImageNet backbone
+``R-50.pkl`` into a detector. A ``MODEL.WEIGHTS`` URL (``detectron2://``, ``https://``) is logged
+with the local file it resolved to: iopath's download cache keys a file by the URL's path, not
+its host.
 """
 
 from __future__ import annotations
@@ -12,14 +26,22 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from typing import List
+from typing import List, Optional, Sequence
+from urllib.parse import urlparse
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
-from disalign_core import freeze_all_but_calibration
+from disalign_core import (
+    Stage1CheckpointMismatch,
+    check_stage1_keys,
+    describe_local_file,
+    freeze_all_but_calibration,
+    is_calibration_key,
+    is_url,
+)
 
 from .modeling.rpn import DisAlignRPN
 
@@ -29,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 # Parameters of a box predictor whose shape depends on the number of classes.
 _CLASS_DEPENDENT = ("cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias")
+# How many keys or shapes a message lists.
+_SHOWN = 5
 
 
 def check_box_predictor_shapes(
@@ -62,14 +86,76 @@ def check_box_predictor_shapes(
                 )
 
 
+def _strip_module_prefix(keys: Sequence[str]) -> set:
+    """The keys as fvcore matches them: "module." removed when every key has it (DDP)."""
+    keys = list(keys)
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :] for k in keys}
+    return set(keys)
+
+
+def _classifier_type_error(model: nn.Module, checkpoint_keys: set) -> Optional[str]:
+    """The message for a linear classifier loaded into a cosine one or the reverse, or None.
+
+    A linear predictor has ``cls_score.weight/bias``; the cosine one ``cls_score.weight`` (no
+    bias) and the scale ``cls_scale``."""
+    own = set(model.state_dict())
+    for name, module in model.named_modules():
+        if not isinstance(module, FastRCNNOutputLayers):
+            continue
+        scale, bias = f"{name}.cls_scale", f"{name}.cls_score.bias"
+        if scale in own and bias in checkpoint_keys and scale not in checkpoint_keys:
+            return (
+                "the checkpoint has a linear classifier (cls_score.weight/bias) while the config "
+                'asks MODEL.DISALIGN.CLASSIFIER "cosine"; the zoo models are linear; use the '
+                "linear stage-2 config, or train a cosine stage 1 with our *_cos.yaml first."
+            )
+        if bias in own and scale in checkpoint_keys and bias not in checkpoint_keys:
+            return (
+                "the checkpoint has a cosine classifier (cls_score.weight and cls_scale, no "
+                'bias) while the config asks MODEL.DISALIGN.CLASSIFIER "linear"; use the cosine '
+                "(*_cos.yaml) config of that stage-1 model."
+            )
+    return None
+
+
+def _not_required(model: nn.Module) -> set:
+    """State-dict names a stage-1 checkpoint need not hold, and may hold without harm: the
+    model's non-persistent buffers (pixel_mean/std, anchors: computed from the config)."""
+    persistent = set(model.state_dict())
+    return {name for name, _ in model.named_buffers() if name not in persistent}
+
+
+def _is_counter(key: str) -> bool:
+    # BatchNorm's batch counter: not used by frozen or eval-mode normalisation.
+    return key.endswith("num_batches_tracked")
+
+
 class DisAlignCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that refuses a box predictor of the wrong class count, logs
-    (instead of warning about) calibration parameters that start at the identity, and turns
-    an unreadable checkpoint file into an error that names the file and where it came from."""
+    """DetectionCheckpointer that refuses a box predictor of the wrong class count or
+    classifier type; in the calibration stage, refuses a ``MODEL.WEIGHTS`` checkpoint that does
+    not hold every non-calibration weight of the model; logs (instead of warning about) the
+    calibration parameters that start at the identity; logs the local file of a URL; and turns
+    an unreadable checkpoint file into an error that names the file and where it came from.
+
+    Args:
+        model, save_dir, **checkpointables: as ``DetectionCheckpointer``.
+        calibration_stage (bool): the model is a stage-2 model (``MODEL.DISALIGN.FREEZE``):
+            weights loaded from ``MODEL.WEIGHTS`` (or with ``load``) must cover it.
+    """
 
     # Which config entry named the file being loaded (None: a direct ``load``); set by
     # resume_or_load, for the messages.
     _source_key = None
+    # The path or URL being loaded, as the user gave it, and the local file of a URL.
+    _loading = None
+    _local_file = None
+
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", *, calibration_stage: bool = False, **kwargs
+    ):
+        super().__init__(model, save_dir, **kwargs)
+        self.calibration_stage = calibration_stage
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         self._source_key = (
@@ -90,6 +176,43 @@ class DisAlignCheckpointer(DetectionCheckpointer):
             return super().resume_or_load(path, resume=resume)
         finally:
             self._source_key = None
+
+    def load(self, path: str, *args, **kwargs):
+        self._loading, self._local_file = path, None
+        if path and is_url(path):
+            # As DetectionCheckpointer.load resolves it (a query such as
+            # ?matching_heuristics=True is not part of the file); the second resolution there
+            # finds the same file in iopath's cache.
+            url = urlparse(path)._replace(query="").geturl()
+            try:
+                self._local_file = self.path_manager.get_local_path(url)
+            except OSError as e:  # urllib's URLError/HTTPError, an empty download
+                raise OSError(
+                    f"cannot download {path} ({self._config_key()}): {e}. Download it where "
+                    f"there is network and set {self._config_key()} to the local file."
+                ) from None
+            logger.info(
+                f"{self._config_key()} {path} is a URL: reading the local file "
+                f"{describe_local_file(self._local_file)}. iopath's download cache "
+                "($FVCORE_CACHE, default ~/.torch/iopath_cache) keys files by the URL's path, "
+                "not its host, so a file of the same path from another server is not "
+                "downloaded again: delete that file to download it again."
+            )
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = self._local_file = None
+
+    def _config_key(self) -> str:
+        if self._source_key == "last_checkpoint":
+            return "OUTPUT_DIR/last_checkpoint (--resume)"
+        if self._source_key == "MODEL.WEIGHTS":
+            return "MODEL.WEIGHTS"
+        return "DisAlignCheckpointer.load"
+
+    def _checkpoint_name(self) -> str:
+        name = str(self._loading)
+        return f"{name} (local file {self._local_file})" if self._local_file else name
 
     def _load_file(self, filename: str):
         try:
@@ -119,25 +242,40 @@ class DisAlignCheckpointer(DetectionCheckpointer):
                 "torch.load(weights_only=False): that runs any code the file contains."
             ) from None
 
+    def _guarded(self) -> bool:
+        """Whether this load must cover the stage-2 model (not --resume of the run's own)."""
+        return self.calibration_stage and self._source_key != "last_checkpoint"
+
     def _load_model(self, checkpoint):
-        check_box_predictor_shapes(self.model, checkpoint["model"], "the checkpoint")
-        has_predictor = any("box_predictor." in k for k in checkpoint["model"])
+        guarded = self._guarded()
+        origin = f"{self._checkpoint_name()} ({self._config_key()})"
+        error = Stage1CheckpointMismatch if guarded else ValueError
+        check_box_predictor_shapes(self.model, checkpoint["model"], f"the checkpoint {origin}")
+        theirs = _strip_module_prefix(checkpoint["model"])
+        wrong_type = _classifier_type_error(self.model, theirs)
+        if wrong_type:
+            raise error(f"{origin}: {wrong_type}")
+        has_predictor = any("box_predictor." in k for k in theirs)
         incompatible = super()._load_model(checkpoint)
+        if guarded:
+            self._check_stage1(incompatible)
+            return incompatible
         # A detector checkpoint (one with a box predictor; an ImageNet backbone has none) whose
-        # predictor parameters differ in name, e.g. a linear classifier loaded into a cosine
-        # model, would leave part of the classifier untrained: an error, not a warning.
+        # predictor parameters differ in name would leave part of the classifier untrained:
+        # an error, not a warning.
         mismatched = [
             k
             for k in incompatible.missing_keys + incompatible.unexpected_keys
-            if "box_predictor." in k and ".calibration." not in f".{k}"
+            if "box_predictor." in k and not is_calibration_key(k)
         ]
         if has_predictor and mismatched:
             raise ValueError(
-                f"the checkpoint's box predictor does not fit the model: {', '.join(mismatched)} "
-                "missing or unexpected. Is MODEL.DISALIGN.CLASSIFIER (linear/cosine) the one of "
-                "the stage-1 model?"
+                f"the box predictor of the checkpoint {origin} does not fit the model: "
+                f"{', '.join(mismatched[:_SHOWN * 2])} missing or unexpected. Is it the "
+                "checkpoint of this config's architecture (Mask R-CNN / Cascade R-CNN), and is "
+                "MODEL.DISALIGN.CLASSIFIER (linear/cosine) the one of the stage-1 model?"
             )
-        fresh = [k for k in incompatible.missing_keys if ".calibration." in f".{k}"]
+        fresh = [k for k in incompatible.missing_keys if is_calibration_key(k)]
         if fresh:
             for k in fresh:
                 incompatible.missing_keys.remove(k)
@@ -146,6 +284,54 @@ class DisAlignCheckpointer(DetectionCheckpointer):
                 f"(alpha = beta = 0): {', '.join(fresh)}"
             )
         return incompatible
+
+    def _check_stage1(self, incompatible) -> None:
+        """The stage-2 rule on the outcome of the load (``disalign_core.check_stage1_keys``);
+        on success, logs what is new and leaves nothing for fvcore to warn about."""
+        key, name = self._config_key(), self._checkpoint_name()
+        if incompatible.incorrect_shapes:
+            shown = "; ".join(
+                f"{k}: {tuple(theirs)} in the checkpoint, {tuple(own)} in the model"
+                for k, theirs, own in incompatible.incorrect_shapes[:_SHOWN]
+            )
+            more = len(incompatible.incorrect_shapes) - _SHOWN
+            raise Stage1CheckpointMismatch(
+                f"the stage-1 checkpoint {name} ({key}) does not fit the stage-2 model: "
+                f"{len(incompatible.incorrect_shapes)} weights have another shape ({shown}"
+                f"{f'; {more} more' if more > 0 else ''}). Likely cause: another number of "
+                "classes (MODEL.ROI_HEADS.NUM_CLASSES), another head or another backbone width. "
+                f"Fix: set {key} to the stage-1 checkpoint of this config's model."
+            )
+        not_required = _not_required(self.model)
+        ignored = [
+            k
+            for k in incompatible.missing_keys + incompatible.unexpected_keys
+            if k in not_required or _is_counter(k)
+        ]
+        missing = [k for k in incompatible.missing_keys if k not in ignored]
+        unexpected = [k for k in incompatible.unexpected_keys if k not in ignored]
+        new = check_stage1_keys(
+            missing,
+            unexpected,
+            checkpoint=name,
+            config_key=key,
+            model_keys=len(self.model.state_dict()),
+        )
+        # Nothing left for fvcore's _log_incompatible_keys to warn about.
+        incompatible.missing_keys.clear()
+        incompatible.unexpected_keys.clear()
+        loaded = len(self.model.state_dict()) - len(new)
+        logger.info(
+            f"DisAlign stage 2: loaded all {loaded} parameters and buffers of the model but the "
+            f"calibration from {name} ({key}); new, at the identity (alpha = beta = 0): "
+            f"{', '.join(new) if new else 'none'}"
+            + (
+                f"; not needed from the checkpoint: {', '.join(sorted(set(ignored)))} (computed "
+                "from the config, or BatchNorm counters)"
+                if ignored
+                else ""
+            )
+        )
 
 
 def freeze_for_calibration(model: nn.Module) -> List[str]:

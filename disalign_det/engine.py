@@ -77,7 +77,8 @@ def cpu_aware_ddp() -> Iterator[None]:
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with LVIS evaluation, the calibration stage's freezing, a checkpointer
-    that refuses a stage-1 checkpoint with another class count, and DDP of CPU models."""
+    that refuses a stage-1 checkpoint of another class count, classifier type or architecture
+    (``DisAlignCheckpointer``), and DDP of CPU models."""
 
     def __init__(self, cfg: CfgNode):
         with cpu_aware_ddp():
@@ -117,7 +118,10 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer.__init__ creates a plain DetectionCheckpointer just before calling
         # build_hooks; replace it here so that loading and periodic saving both use ours.
         self.checkpointer = DisAlignCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self.checkpointer.model,
+            self.cfg.OUTPUT_DIR,
+            calibration_stage=self.cfg.MODEL.DISALIGN.FREEZE,
+            trainer=weakref.proxy(self),
         )
         return super().build_hooks()
 
@@ -248,9 +252,9 @@ def main(args: argparse.Namespace, config_hooks: Sequence[ConfigHook] = ()) -> O
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DisAlignCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        DisAlignCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, calibration_stage=cfg.MODEL.DISALIGN.FREEZE
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -5,13 +5,26 @@ import glob
 import os
 
 import pytest
+import torch
 import yaml
 from det_testing import CONFIGS, tiny_cfg
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
 
+from disalign_core import is_calibration_key
+
 ALL = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
 LEAVES = [p for p in ALL if not os.path.basename(p).startswith("Base-")]
+# detectron2's model-zoo LVIS v0.5 Mask R-CNN models, calibrated by disalign_*_zoo.yaml
+ZOO_BACKBONES = ("R_50", "R_101", "X_101_32x8d")
+# Stage 1 with repeat-factor sampling (and its stage 2): the zoo's recipe for each zoo backbone,
+# and the authors' RFS rows (R-50, linear and cosine, LVIS v0.5 and v1).
+RFS = [f"LVISv0.5/mask_rcnn_{b}_FPN_1x_rfs.yaml" for b in ZOO_BACKBONES] + [
+    "LVISv0.5/mask_rcnn_R_50_FPN_1x_cos_rfs.yaml",
+    "LVISv1/mask_rcnn_R_50_FPN_1x_rfs.yaml",
+    "LVISv1/mask_rcnn_R_50_FPN_1x_cos_rfs.yaml",
+]
+D2_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"  # what detectron2:// stands for
 
 
 def test_config_tree_is_complete():
@@ -23,6 +36,11 @@ def test_config_tree_is_complete():
                     stem = f"{version}/{arch}_{backbone}_FPN_1x{head}.yaml"
                     assert stem in names
                     assert stem.replace("/", "/disalign_") in names
+    for stem in RFS:
+        assert stem in names
+        assert stem.replace("/", "/disalign_") in names
+    for backbone in ZOO_BACKBONES:
+        assert f"LVISv0.5/disalign_mask_rcnn_{backbone}_FPN_1x_zoo.yaml" in names
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: os.path.relpath(p, CONFIGS))
@@ -57,13 +75,24 @@ def test_every_config_parses(path):
                 16,
             )
             assert cfg.MODEL.DISALIGN.RHO == 0.8
-            assert cfg.MODEL.WEIGHTS.endswith("model_final.pth")
+            if name.endswith("_zoo.yaml"):  # the zoo's checkpoint, as model_zoo.py gives it
+                zoo_name = "LVISv0.5-InstanceSegmentation/" + name[len("disalign_") : -9]
+                url = model_zoo.get_checkpoint_url(zoo_name + ".yaml")
+                assert cfg.MODEL.WEIGHTS.replace("detectron2://", D2_PREFIX) == url
+                assert cfg.MODEL.WEIGHTS.startswith("detectron2://")
+            else:
+                assert cfg.MODEL.WEIGHTS.endswith("model_final.pth")
             # the authors' LVIS v1 stage-2 config: one decay at 8K, evaluation every 3K,
             # scales 640..800 (max 1333) with flip
             assert (tuple(s.STEPS), cfg.TEST.EVAL_PERIOD) == ((8000,), 3000)
             i = cfg.INPUT
             assert tuple(i.MIN_SIZE_TRAIN) == (640, 672, 704, 736, 768, 800)
             assert (i.MAX_SIZE_TRAIN, i.RANDOM_FLIP, i.MIN_SIZE_TEST) == (1333, "horizontal", 800)
+        # repeat-factor sampling in the _rfs stage 1 (as the zoo); stage 2 samples uniformly
+        rfs = name.endswith("_rfs.yaml") and not stage2
+        assert cfg.DATALOADER.SAMPLER_TRAIN == (
+            "RepeatFactorTrainingSampler" if rfs else "TrainingSampler"
+        )
 
 
 @pytest.mark.parametrize(
@@ -113,15 +142,25 @@ def test_no_key_repeats_its_base(path):
 
 
 def test_stage2_configs_set_only_the_stage2_recipe():
-    """Every LVIS stage-2 YAML sets the same keys to the same values, besides its own paths."""
+    """Every LVIS stage-2 YAML sets the same keys to the same values, besides its own paths;
+    the _rfs ones also go back to uniform sampling, and the _zoo ones, whose _BASE_ is a
+    stage-2 YAML already, set nothing but their paths."""
     leaves = [p for p in ALL if os.path.basename(p).startswith("disalign_") and "LVIS" in p]
-    assert len(leaves) == 24
+    assert len(leaves) == 24 + len(RFS) + len(ZOO_BACKBONES)
+    own = {("_BASE_",), ("MODEL", "WEIGHTS"), ("OUTPUT_DIR",)}
     recipes = set()
     for path in leaves:
         with open(path) as f:
             raw = yaml.safe_load(f)
-        own = {("_BASE_",), ("MODEL", "WEIGHTS"), ("OUTPUT_DIR",)}
-        recipes.add(tuple((p, str(_value(raw, p))) for p in _key_paths(raw) if p not in own))
+        recipe = tuple((p, str(_value(raw, p))) for p in _key_paths(raw) if p not in own)
+        if path.endswith("_zoo.yaml"):
+            assert raw["_BASE_"] == os.path.basename(path).replace("_zoo", "_rfs")
+            assert recipe == ()
+            continue
+        if path.endswith("_rfs.yaml"):
+            assert (("DATALOADER", "SAMPLER_TRAIN"), "TrainingSampler") in recipe
+            recipe = tuple(r for r in recipe if r[0] != ("DATALOADER", "SAMPLER_TRAIN"))
+        recipes.add(recipe)
     assert recipes == {
         (
             (("MODEL", "DISALIGN", "CALIBRATION"), "True"),
@@ -133,3 +172,81 @@ def test_stage2_configs_set_only_the_stage2_recipe():
             (("TEST", "EVAL_PERIOD"), "3000"),
         )
     }
+
+
+def _flat(cfg, prefix=""):
+    """{dotted key: value} of every leaf of a config."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(ours, theirs):
+    a, b = _flat(ours), _flat(theirs)
+    assert set(a) == set(b)
+    return {k for k in a if a[k] != b[k]}
+
+
+# Where our configs differ from detectron2's zoo config: the names of the DisAlign components
+# (same weights), and our output folder.
+NAMES_ONLY = {"MODEL.ROI_HEADS.NAME", "MODEL.PROPOSAL_GENERATOR.NAME", "OUTPUT_DIR"}
+# What the stage-2 recipe adds to that (the zoo checkpoint; uniform sampling; the schedule).
+STAGE2_RECIPE = {
+    "MODEL.WEIGHTS",
+    "MODEL.DISALIGN.CALIBRATION",
+    "MODEL.DISALIGN.REWEIGHT",
+    "MODEL.DISALIGN.FREEZE",
+    "DATALOADER.SAMPLER_TRAIN",
+    "SOLVER.STEPS",
+    "SOLVER.MAX_ITER",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "TEST.EVAL_PERIOD",
+}
+
+
+@pytest.mark.parametrize("backbone", ZOO_BACKBONES)
+def test_rfs_and_zoo_configs_are_the_zoo_recipe(backbone):
+    """Our RFS stage 1 is detectron2's zoo config key for key (input sizes, sampler, schedule,
+    architecture), apart from the DisAlign components' names; the zoo stage 2 adds only the
+    stage-2 recipe."""
+    zoo = tiny_cfg(
+        model_zoo.get_config_file(f"LVISv0.5-InstanceSegmentation/mask_rcnn_{backbone}_FPN_1x.yaml")
+    )
+    stage1 = tiny_cfg(os.path.join(CONFIGS, f"LVISv0.5/mask_rcnn_{backbone}_FPN_1x_rfs.yaml"))
+    assert _differences(stage1, zoo) == NAMES_ONLY
+    assert (zoo.MODEL.ROI_HEADS.NAME, zoo.MODEL.PROPOSAL_GENERATOR.NAME) == (
+        "StandardROIHeads",
+        "RPN",
+    )
+    stage2 = tiny_cfg(
+        os.path.join(CONFIGS, f"LVISv0.5/disalign_mask_rcnn_{backbone}_FPN_1x_zoo.yaml")
+    )
+    assert _differences(stage2, zoo) == NAMES_ONLY | STAGE2_RECIPE
+
+
+@pytest.mark.parametrize("backbone", ZOO_BACKBONES)
+def test_zoo_checkpoint_keys_are_our_stage2_model_keys(backbone):
+    """A checkpoint of detectron2's zoo model (the stock config, stock components) has exactly
+    the keys and shapes of our zoo stage-2 model, the calibration aside. Both are built on the
+    meta device: shapes without memory or initialisation."""
+    zoo_cfg = tiny_cfg(
+        model_zoo.get_config_file(f"LVISv0.5-InstanceSegmentation/mask_rcnn_{backbone}_FPN_1x.yaml")
+    )
+    ours_cfg = tiny_cfg(
+        os.path.join(CONFIGS, f"LVISv0.5/disalign_mask_rcnn_{backbone}_FPN_1x_zoo.yaml"),
+        ["MODEL.DISALIGN.REWEIGHT", "False"],  # no dataset needed to build
+    )
+    with torch.device("meta"):
+        zoo_cfg.MODEL.DEVICE = ours_cfg.MODEL.DEVICE = "meta"
+        theirs = {k: tuple(v.shape) for k, v in build_model(zoo_cfg).state_dict().items()}
+        ours = {k: tuple(v.shape) for k, v in build_model(ours_cfg).state_dict().items()}
+    calibration = {k for k in ours if is_calibration_key(k)}
+    assert calibration == {
+        "roi_heads.box_predictor.calibration." + p
+        for p in ("alpha", "beta", "confidence_weight", "confidence_bias")
+    }
+    assert {k: v for k, v in ours.items() if k not in calibration} == theirs

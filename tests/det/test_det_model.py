@@ -226,8 +226,21 @@ def test_checkpoint_of_other_classifier_type_is_an_error(tmp_path):
     stage1 = build_model(cfg_for("mask", classifier="linear"))
     DetectionCheckpointer(stage1, str(tmp_path)).save("stage1")
     stage2 = build_model(cfg_for("mask", stage2=True, classifier="cosine"))
-    with pytest.raises(ValueError, match=r"box predictor does not fit.*cls_scale.*CLASSIFIER"):
+    with pytest.raises(ValueError) as e:
         DisAlignCheckpointer(stage2).load(str(tmp_path / "stage1.pth"))
+    assert str(e.value) == (
+        f"{tmp_path / 'stage1.pth'} (DisAlignCheckpointer.load): the checkpoint has a linear "
+        "classifier (cls_score.weight/bias) while the config asks MODEL.DISALIGN.CLASSIFIER "
+        '"cosine"; the zoo models are linear; use the linear stage-2 config, or train a cosine '
+        "stage 1 with our *_cos.yaml first."
+    )
+    # and the reverse
+    stage1 = build_model(cfg_for("mask", classifier="cosine"))
+    DetectionCheckpointer(stage1, str(tmp_path)).save("stage1_cos")
+    with pytest.raises(ValueError, match=r'cosine classifier .*CLASSIFIER "linear"'):
+        DisAlignCheckpointer(build_model(cfg_for("mask", stage2=True))).load(
+            str(tmp_path / "stage1_cos.pth")
+        )
 
 
 def test_backbone_only_checkpoint_still_loads(tmp_path):
