@@ -78,8 +78,8 @@ def _likely_cause(missing: Sequence[str], unexpected: Sequence[str], frozen_keys
     modules = sorted(set(_by_module(missing)) | set(_by_module(unexpected)))
     return (
         f"the weights of {', '.join(modules)} differ: it is probably the checkpoint of another "
-        "architecture or head (e.g. DeepLabV3+ for an FCN config, another backbone depth or "
-        "another classifier type)"
+        "architecture or head (another decode or box head, backbone depth or classifier type "
+        "than the config's)"
     )
 
 
