@@ -3,26 +3,33 @@ MMPretrain) share: both run on mmengine. Imports torch, mmengine and ``disalign_
 never MMSegmentation or MMPretrain, so each plugin works without the other framework.
 
 - ``checkpoints``: mmengine checkpoints under torch >= 2.6 (an allow-list for
-  ``weights_only`` loading) and errors that explain unreadable checkpoint files;
+  ``weights_only`` loading), errors that explain unreadable checkpoint files, and downloads
+  into torch.hub's cache that are loaded with ``weights_only=True``;
 - ``calibration_stage``: ``CalibrationStageMixin``, the stage-2 behaviour of a segmentor or
   classifier (freeze all but the calibration when built; load ``stage1_checkpoint`` in
-  ``init_weights`` so that the stock ``--resume`` works).
+  ``init_weights`` so that the stock ``--resume`` works), and ``load_stage1_checkpoint``, which
+  refuses a stage-1 checkpoint of another model (``disalign_core.check_stage1_keys``).
 """
 
-from .calibration_stage import CalibrationStageMixin
+from .calibration_stage import CalibrationStageMixin, load_stage1_checkpoint
 from .checkpoints import (
     CheckpointReadError,
     allow_mmengine_checkpoints,
+    download_checkpoint,
     install_checkpoint_errors,
     load_local_checkpoint,
     mmengine_checkpoint_safe_globals,
+    torch_hub_cache_file,
 )
 
 __all__ = [
     "CalibrationStageMixin",
     "CheckpointReadError",
     "allow_mmengine_checkpoints",
+    "download_checkpoint",
     "install_checkpoint_errors",
     "load_local_checkpoint",
+    "load_stage1_checkpoint",
     "mmengine_checkpoint_safe_globals",
+    "torch_hub_cache_file",
 ]

@@ -19,19 +19,207 @@
   everything with the run's own last checkpoint (model, optimizer, iteration): the framework's
   plain ``--resume`` works because ``load_from`` stays unset. ``tools/test.py`` does not call
   ``init_weights``: testing needs only the checkpoint it is given.
+
+Loading the stage-1 checkpoint (``load_stage1_checkpoint``) is stricter than mmengine's
+``load_checkpoint(strict=False)``, which only logs "do not match exactly" (as it does for every
+correct stage-2 load, the calibration being new). Every frozen weight must come from stage 1,
+so after a non-strict load (mmengine's key handling: ``module.`` stripped, the DisAlign heads'
+class-count check in their ``_load_from_state_dict`` still runs) the core rule
+``check_stage1_keys`` applies: anything missing or unexpected other than the calibration, or a
+tensor of another shape, is a ``Stage1CheckpointMismatch`` naming the checkpoint,
+``model.stage1_checkpoint``, the keys and the likely cause, raised before the first iteration.
+The one exception: a BatchNorm ``num_batches_tracked`` absent from the checkpoint (checkpoints
+of old torch versions lack it) is ignored, as mmengine does. It is only a counter, used for the
+running averages' momentum when ``momentum=None`` while training; frozen BatchNorm is in eval
+mode and never reads it. A correct load logs one line: the new calibration keys (identity start)
+and that every other tensor came from the checkpoint.
+
+A URL (``https://download.openmmlab.com/...``, mmseg's model zoo) is downloaded into torch.hub's
+cache (``$TORCH_HOME/hub/checkpoints/<file name>``, the file mmengine would use) and loaded with
+torch's default ``weights_only=True`` (``disalign_mmengine.checkpoints``); the log names the
+local file, its size and time. That cache is keyed by file name only: a file of that name
+already there is used whatever its host or contents. Other schemes (``s3://``,
+``open-mmlab://``, ...) go through mmengine's ``CheckpointLoader``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import List, Optional
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 from mmengine.logging import print_log
-from mmengine.runner.checkpoint import load_checkpoint
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import nn
 
 from disalign_core import freeze_all_but_calibration
+from disalign_core.stage1_checkpoint import (
+    Stage1CheckpointMismatch,
+    check_stage1_keys,
+    describe_local_file,
+    is_calibration_key,
+)
 
-__all__ = ["CalibrationStageMixin"]
+from .checkpoints import download_checkpoint, load_local_checkpoint
+
+__all__ = ["CalibrationStageMixin", "load_stage1_checkpoint"]
+
+CONFIG_KEY = "model.stage1_checkpoint"
+# How many tensors of another shape an error lists.
+_SHOWN = 5
+
+
+def _read_checkpoint(checkpoint: str, config_key: str) -> Any:
+    """The checkpoint's contents; a URL through torch.hub's cache with ``weights_only=True``."""
+    if str(checkpoint).startswith(("http://", "https://")):
+        local = download_checkpoint(checkpoint, config_key)
+        print_log(
+            f"DisAlign stage 2: {config_key}={checkpoint} resolved to the local file "
+            f"{describe_local_file(local)}. torch.hub's cache keys downloads by file name only "
+            "(not host or contents): a file of that name already there is used as it is; "
+            "delete it to download again",
+            logger="current",
+        )
+        return load_local_checkpoint(local, map_location="cpu")
+    return CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu", logger="current")
+
+
+def _state_dict_of(checkpoint: Any, name: str, config_key: str) -> "OrderedDict[str, Any]":
+    """The model weights of a checkpoint, ``module.`` prefixes stripped (as mmengine)."""
+    if not isinstance(checkpoint, dict):
+        raise Stage1CheckpointMismatch(
+            f"the stage-1 checkpoint {name} ({config_key}) holds a {type(checkpoint).__name__}, "
+            "not a dict of weights. Fix: set it to a checkpoint saved by mmengine (or mmcv), or "
+            "to a file of torch.save(model.state_dict())"
+        )
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    metadata = getattr(state_dict, "_metadata", None)
+    state_dict = OrderedDict((re.sub(r"^module\.", "", k), v) for k, v in state_dict.items())
+    if metadata is not None:  # module versions (BatchNorm reads its own), keyed as the tensors
+        state_dict._metadata = OrderedDict(
+            (re.sub(r"^module(\.|$)", "", k), v) for k, v in metadata.items()
+        )
+    return state_dict
+
+
+def _load_non_strict(
+    model: nn.Module, state_dict: "OrderedDict[str, Any]"
+) -> Tuple[List[str], List[str], List[str]]:
+    """mmengine's ``load_state_dict`` (each module's ``_load_from_state_dict``, model wrappers
+    unwrapped), returning what it would only log.
+
+    Returns:
+        (missing keys, unexpected keys, other errors): torch reports a tensor of another shape
+        as an error and leaves the model's tensor as it was.
+    """
+    missing: List[str] = []
+    unexpected: List[str] = []
+    errors: List[str] = []
+    metadata = getattr(state_dict, "_metadata", None)
+    state_dict = OrderedDict(state_dict)  # BatchNorm may add num_batches_tracked to it
+    if metadata is not None:
+        state_dict._metadata = metadata
+
+    def load(module: nn.Module, prefix: str = "") -> None:
+        if is_model_wrapper(module) or isinstance(module, BaseTTAModel):
+            module = module.module
+        local_metadata = {} if metadata is None else metadata.get(prefix[:-1], {})
+        module._load_from_state_dict(
+            state_dict, prefix, local_metadata, True, missing, unexpected, errors
+        )
+        for name, child in module._modules.items():
+            if child is not None:
+                load(child, prefix + name + ".")
+
+    load(model)
+    return missing, unexpected, errors
+
+
+def _shape_mismatches(
+    model_state: Dict[str, torch.Tensor], state_dict: Dict[str, Any]
+) -> List[str]:
+    return [
+        f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(model_state[k].shape)} in the model"
+        for k, v in state_dict.items()
+        if k in model_state
+        and isinstance(v, torch.Tensor)
+        and tuple(v.shape) != tuple(model_state[k].shape)
+    ]
+
+
+def load_stage1_checkpoint(
+    model: nn.Module, checkpoint: str, config_key: str = CONFIG_KEY
+) -> List[str]:
+    """Load a stage-1 checkpoint into a stage-2 model; refuse one that does not fit.
+
+    Args:
+        model (nn.Module): the stage-2 model (the calibration absent from the checkpoint).
+        checkpoint (str): local path or URL (``http(s)://``, ``s3://``, ``open-mmlab://``...).
+        config_key (str): the config key that named it, for messages.
+
+    Returns:
+        list[str]: the calibration keys the checkpoint lacked (they keep their identity start).
+
+    Raises:
+        Stage1CheckpointMismatch: a key other than the calibration's missing from the
+            checkpoint, one the model lacks, or a tensor of another shape.
+        ValueError: a DisAlign head given a classifier of another class count (the head's own
+            check, with the key).
+    """
+    state_dict = _state_dict_of(_read_checkpoint(checkpoint, config_key), checkpoint, config_key)
+    model_state = model.state_dict()
+    mismatched = _shape_mismatches(model_state, state_dict)
+    missing, unexpected, errors = _load_non_strict(model, state_dict)
+    # Only a counter, absent from checkpoints of old torch versions; frozen BatchNorm is in
+    # eval mode and never reads it (mmengine ignores it too).
+    counters = [
+        k for k in missing if k.endswith(".num_batches_tracked") and not is_calibration_key(k)
+    ]
+    missing = [k for k in missing if k not in counters]
+    errors = [e for e in errors if not e.startswith("size mismatch for ")]
+    shapes = ""
+    if mismatched or errors:
+        more = len(mismatched) - _SHOWN
+        shown = "; ".join(mismatched[:_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        shapes = f"Of another shape ({len(mismatched)} tensors): {shown}." if mismatched else ""
+        shapes += "".join(f" {e.strip()}" for e in errors)
+    try:
+        new = check_stage1_keys(
+            missing,
+            unexpected,
+            checkpoint=checkpoint,
+            config_key=config_key,
+            model_keys=len(model_state),
+        )
+    except Stage1CheckpointMismatch as err:
+        if shapes:
+            raise Stage1CheckpointMismatch(f"{err} {shapes}") from None
+        raise
+    if shapes:
+        raise Stage1CheckpointMismatch(
+            f"the stage-1 checkpoint {checkpoint} ({config_key}) does not fit the stage-2 "
+            "model, so stage 2 would calibrate on top of frozen layers that kept their random "
+            f"initialisation. {shapes} Likely cause: the checkpoint of another width, depth or "
+            f"number of classes of this architecture. Fix: set {config_key} to the stage-1 "
+            "checkpoint of this config's model (same architecture, head and classes)."
+        )
+    loaded = len(set(model_state) & set(state_dict))
+    note = (
+        f"; {len(counters)} BatchNorm num_batches_tracked counters absent from it keep their "
+        "value (unused by frozen BatchNorm)"
+        if counters
+        else ""
+    )
+    print_log(
+        f"DisAlign stage 2: the stage-1 checkpoint {checkpoint} ({config_key}) fits the model: "
+        f"{loaded} tensors loaded from it, everything but the calibration{note}; new, at the "
+        f"identity start: {', '.join(new) if new else 'none (the checkpoint has a calibration)'}",
+        logger="current",
+    )
+    return new
 
 
 class CalibrationStageMixin:
@@ -41,9 +229,10 @@ class CalibrationStageMixin:
         freeze_for_calibration (bool): freeze all but the DisAlign calibration parameters
             (default True). False builds the plain model (e.g. to train a calibrated head
             jointly).
-        stage1_checkpoint (str, optional): the stage-1 checkpoint, loaded by ``init_weights``
-            non-strictly (the calibration, absent from it, keeps its identity start; the
-            DisAlign heads refuse a checkpoint of another class count). Config key
+        stage1_checkpoint (str, optional): the stage-1 checkpoint (path or URL), loaded by
+            ``init_weights`` with ``load_stage1_checkpoint``: the calibration, absent from it,
+            keeps its identity start; any other key missing or unexpected, or a tensor of
+            another shape, is an error (``Stage1CheckpointMismatch``). Config key
             ``model.stage1_checkpoint``; on the command line
             ``--cfg-options model.stage1_checkpoint=PATH``.
         *args, **kwargs: the model's own arguments. Without a DisAlign head, freezing is a
@@ -70,15 +259,10 @@ class CalibrationStageMixin:
         if self.stage1_checkpoint:
             print_log(
                 f"DisAlign stage 2: loading the stage-1 checkpoint {self.stage1_checkpoint} "
-                "(model.stage1_checkpoint)",
+                f"({CONFIG_KEY})",
                 logger="current",
             )
-            # mmengine's loader: 'module.' prefixes stripped, missing/unexpected keys logged,
-            # unreadable files explained (disalign_mmengine.checkpoints), class counts checked
-            # by the DisAlign heads' _load_from_state_dict.
-            load_checkpoint(
-                self, self.stage1_checkpoint, map_location="cpu", strict=False, logger="current"
-            )
+            load_stage1_checkpoint(self, self.stage1_checkpoint)
         elif self.freeze_for_calibration:
             print_log(
                 "DisAlign stage 2 without model.stage1_checkpoint: the frozen weights are "

@@ -25,25 +25,39 @@ makes it suggest ``weights_only=False``, which would run code from a file nobody
 ``CheckpointLoader`` scheme ``''``, used by ``load_from``, ``--resume`` and
 ``load_checkpoint``) with one that loads the same way and turns these failures into an error
 naming the file, the config keys that can name it and the fix.
+
+Checkpoints named by URL: mmengine's ``http(s)://`` loader is torch.hub's
+``load_state_dict_from_url``, which (torch 2.13 included) calls ``torch.load`` with
+``weights_only=False``, i.e. unpickles whatever the server sent. ``download_checkpoint`` only
+downloads, into the same cache (``$TORCH_HOME/hub/checkpoints/<file name>``, so a file mmengine
+already downloaded is reused and vice versa); the caller then loads the local file with
+``load_local_checkpoint`` under torch's default ``weights_only=True`` and the allow-list above.
+The calibration stage loads ``model.stage1_checkpoint`` URLs this way; ``load_from`` URLs still
+go through mmengine's loader.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import sys
 from typing import Any, Callable, List, Optional, Tuple, Union
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
+from mmengine.dist import barrier, get_dist_info
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
     "CheckpointReadError",
     "allow_mmengine_checkpoints",
+    "download_checkpoint",
     "install_checkpoint_errors",
     "load_local_checkpoint",
     "mmengine_checkpoint_safe_globals",
+    "torch_hub_cache_file",
 ]
 
 # The config keys and flags through which a checkpoint path reaches the loader.
@@ -142,3 +156,53 @@ def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> 
 def install_checkpoint_errors() -> None:
     """Make ``load_local_checkpoint`` mmengine's loader of local paths (scheme '')."""
     CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
+
+
+def torch_hub_cache_file(url: str) -> str:
+    """The file torch.hub (and so mmengine's ``http(s)://`` loader) keeps the download of ``url``
+    in: ``<torch.hub.get_dir()>/checkpoints/<last part of the URL's path>``, by default
+    ``$TORCH_HOME/hub/checkpoints/``. Keyed by that file name only, not by host or contents."""
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise ValueError(f"the checkpoint URL {url!r} does not end in a file name")
+    return os.path.join(torch.hub.get_dir(), "checkpoints", name)
+
+
+def download_checkpoint(url: str, config_key: str = CHECKPOINT_KEYS) -> str:
+    """Download ``url`` into torch.hub's cache unless a file of that name is already there.
+
+    As mmengine's ``load_from_http``: in a distributed run, rank 0 downloads first and the
+    other ranks wait, then fetch it themselves only if their machine has no copy. Nothing is
+    unpickled here; load the returned file with ``load_local_checkpoint``.
+
+    Args:
+        url (str): an ``http://`` or ``https://`` URL.
+        config_key (str): the config key that named it, for the error message.
+
+    Returns:
+        str: the local file (``torch_hub_cache_file(url)``).
+    """
+    cached = torch_hub_cache_file(url)
+
+    def fetch() -> None:
+        if os.path.exists(cached):
+            return
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        print_log(f"Downloading {url} to {cached}", logger="current")
+        try:  # writes a temporary file next to it and renames it when complete
+            torch.hub.download_url_to_file(url, cached, progress=sys.stderr.isatty())
+        except Exception as err:  # urllib's HTTPError / URLError, OSError
+            raise RuntimeError(
+                f"cannot download the checkpoint {url} ({config_key}): "
+                f"{type(err).__name__}: {err}. Fix: check the URL and the network, or download "
+                f"the file yourself and set {config_key} to its local path"
+            ) from err
+
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        fetch()
+    if world_size > 1:
+        barrier()
+        if rank > 0:
+            fetch()
+    return cached

@@ -1,8 +1,9 @@
 # DisAlign stage 2 (distribution calibration) for FCN R50-D8 on ADE20K, 512x512 crops.
-# Starts from the stage-1 checkpoint (model.stage1_checkpoint), freezes everything but the calibration
-# (per-class magnitude alpha, margin beta, and the 1x1 confidence conv on the feature entering
-# the classifier), and trains it for 8K iterations with the GRW loss (rho 0.3), poly LR from
-# 0.01 as in stage 1. The auxiliary head's loss weight is 0, as in the authors' code.
+# Starts from the stage-1 checkpoint (model.stage1_checkpoint; by default mmseg's public 160k
+# checkpoint), freezes everything but the calibration (per-class magnitude alpha, margin beta,
+# and the 1x1 confidence conv on the feature entering the classifier), and trains it for 8K
+# iterations with the GRW loss (rho 0.3), poly LR from 0.01 as in stage 1. The auxiliary
+# head's loss weight is 0, as in the authors' code.
 # Batch: the paper's 32 images, 8 GPUs x 4 (mmseg's ADE20K dataloader gives 4 per GPU). On
 # fewer GPUs add --cfg-options auto_scale_lr.enable=True to scale the LR linearly from 0.01 at
 # 32 images (e.g. 0.005 on 4 GPUs x 4), or keep 8 processes.
@@ -15,8 +16,13 @@ model = dict(
     freeze_for_calibration=True,
     # The stage-1 checkpoint, loaded when training starts (init_weights), not through
     # load_from: so mmseg's plain --resume continues this run from its own last checkpoint.
-    # Train the stage-1 config first, or give --cfg-options model.stage1_checkpoint=PATH.
-    stage1_checkpoint='work_dirs/fcn_r50-d8_4xb4-160k_ade20k-512x512/iter_160000.pth',
+    # Default: mmseg's public checkpoint of the stage-1 config
+    # fcn_r50-d8_4xb4-160k_ade20k-512x512 (its metafile: ADE20K val mIoU 36.10
+    # single-scale, 38.08 multi-scale + flip), the model the authors' stage 2 starts from.
+    # Downloaded once into $TORCH_HOME/hub/checkpoints/ (keyed by file name). Your own stage 1:
+    # --cfg-options model.stage1_checkpoint=work_dirs/fcn_r50-d8_4xb4-160k_ade20k-512x512/iter_160000.pth
+    # Any other model's checkpoint is refused before the first iteration.
+    stage1_checkpoint='https://download.openmmlab.com/mmsegmentation/v0.5/fcn/fcn_r50-d8_512x512_160k_ade20k/fcn_r50-d8_512x512_160k_ade20k_20200615_100713-4edbc3b4.pth',  # noqa
     # No ImageNet initialisation: every weight comes from the stage-1 checkpoint.
     pretrained=None,
     decode_head=dict(

@@ -1,7 +1,9 @@
 import glob
 import os
 
+import mmseg
 import pytest
+import yaml
 from mmengine.config import Config
 from mmseg.registry import MODELS
 from seg_testing import REPO
@@ -59,10 +61,25 @@ def test_ade20k_stage2_schedule(path):
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=32)
     assert cfg.param_scheduler[0].type == "PolyLR" and cfg.param_scheduler[0].end == 8000
     assert cfg.model.pretrained is None  # all weights from the stage-1 checkpoint
+    # By default stage 2 starts from mmseg's public 160k checkpoint of the stage-1 config.
     stage1 = os.path.basename(path).replace("disalign_", "").replace("8xb4-8k", "4xb4-160k")
-    assert cfg.model.stage1_checkpoint == f"work_dirs/{stage1[:-3]}/iter_160000.pth"
+    assert cfg.model.stage1_checkpoint == public_checkpoint(stage1[:-3])
     assert cfg.model.decode_head.num_classes == 150
     assert ("r101" in path) == (cfg.model.backbone.depth == 101)
+
+
+def public_checkpoint(name):
+    """The URL of mmseg's checkpoint of config ``name`` in the installed wheel's metafile (the
+    160k one: mmseg 1.2.2 lists deeplabv3plus_r101-d8_4xb4-160k twice, once with the 80k
+    checkpoint)."""
+    algo = name.split("_")[0]
+    with open(
+        os.path.join(os.path.dirname(mmseg.__file__), ".mim", "configs", algo, "metafile.yaml")
+    ) as f:
+        models = yaml.safe_load(f)["Models"]
+    urls = [m["Weights"] for m in models if m["Name"] == name and "_160k_" in m["Weights"]]
+    assert len(urls) == 1, (name, urls)
+    return urls[0]
 
 
 def test_ade20k_stage2_model_builds_with_a_frequency_file(tmp_path):
