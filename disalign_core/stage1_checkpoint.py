@@ -75,7 +75,22 @@ def _likely_cause(missing: Sequence[str], unexpected: Sequence[str], frozen_keys
             "model or framework (e.g. a segmentation checkpoint for a classifier), or its keys "
             "carry a prefix the model does not have"
         )
-    modules = sorted(set(_by_module(missing)) | set(_by_module(unexpected)))
+    lacking, extra = list(_by_module(missing)), list(_by_module(unexpected))
+    if lacking and extra and set(lacking).isdisjoint(extra):
+        # Whole top-level modules of the checkpoint are not the model's, and the reverse (a
+        # segmentor's decode_head where a classifier has its head): some shared backbone
+        # layers may have loaded, but the model is another one.
+        return (
+            f"its {', '.join(extra)} and the model's {', '.join(lacking)} have no counterpart "
+            "in the other: it is the checkpoint of another model or framework (e.g. a "
+            "segmentation checkpoint for a classifier)"
+        )
+    if not extra:
+        return (
+            f"it has no weights for {', '.join(lacking)}: it is a partial checkpoint (e.g. a "
+            "backbone only) or the checkpoint of another architecture or head"
+        )
+    modules = sorted(set(lacking) | set(extra))
     return (
         f"the weights of {', '.join(modules)} differ: it is probably the checkpoint of another "
         "architecture or head (another decode or box head, backbone depth or classifier type "

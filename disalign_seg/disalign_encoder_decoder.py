@@ -30,10 +30,11 @@ class DisAlignEncoderDecoder(CalibrationStageMixin, EncoderDecoder):
         freeze_for_calibration (bool): freeze all but the DisAlign calibration parameters
             (default True). False builds a plain EncoderDecoder (e.g. to train a calibrated
             head jointly).
-        stage1_checkpoint (str, optional): the stage-1 checkpoint, loaded by ``init_weights``
-            (non-strictly: the calibration, absent from it, keeps its identity start; a
-            checkpoint for another class count is an error). Config key
-            ``model.stage1_checkpoint``; on the command line
+        stage1_checkpoint (str, optional): the stage-1 checkpoint, a path or URL, loaded by
+            ``init_weights`` (``disalign_mmengine.load_stage1_checkpoint``): the calibration,
+            absent from it, keeps its identity start; any other key missing or unexpected, or
+            a tensor of another shape, is an error naming the checkpoint and the keys. Config
+            key ``model.stage1_checkpoint``; on the command line
             ``--cfg-options model.stage1_checkpoint=PATH``.
         *args, **kwargs: EncoderDecoder's arguments; ``decode_head`` must be a
             ``DisAlignHead`` when freezing, else a ValueError says so.

@@ -110,3 +110,17 @@ def test_is_url():
     assert is_url("http://127.0.0.1:8000/model_final.pkl")
     assert is_url("detectron2://LVISv0.5-InstanceSegmentation/x.pkl")
     assert not is_url("/data/model_final.pth")
+
+
+def test_likely_cause_of_a_partial_checkpoint_and_of_another_framework():
+    with pytest.raises(Stage1CheckpointMismatch, match="no weights for backbone: it is a partial"):
+        check_stage1_keys(["backbone.0.weight"], [], checkpoint="c", config_key="k", model_keys=20)
+    # a segmentor's heads where a classifier has its head, shared backbone layers loaded
+    with pytest.raises(Stage1CheckpointMismatch, match="another model or framework"):
+        check_stage1_keys(
+            ["head.fc.weight", "head.fc.bias"],
+            ["decode_head.conv_seg.weight", "auxiliary_head.conv_seg.weight"],
+            checkpoint="c",
+            config_key="k",
+            model_keys=20,
+        )
