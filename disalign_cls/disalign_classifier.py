@@ -40,3 +40,5 @@ class DisAlignImageClassifier(CalibrationStageMixin, ImageClassifier):
         *args, **kwargs: ImageClassifier's arguments; ``head`` must be a ``DisAlignClsHead``
             when freezing, else a ValueError says so.
     """
+
+    calibrated_head_key = "model.head"

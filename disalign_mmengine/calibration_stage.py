@@ -239,6 +239,9 @@ class CalibrationStageMixin:
             ValueError saying so.
     """
 
+    # The config key of the head that must calibrate (named in errors); set by each model.
+    calibrated_head_key = "model.head"
+
     def __init__(
         self,
         *args,
@@ -251,7 +254,15 @@ class CalibrationStageMixin:
         self.stage1_checkpoint = stage1_checkpoint
         self.trainable_parameter_names: List[str] = []
         if freeze_for_calibration:
-            self.trainable_parameter_names = freeze_all_but_calibration(self)
+            try:
+                self.trainable_parameter_names = freeze_all_but_calibration(self)
+            except ValueError as err:
+                raise ValueError(
+                    f"{err} Nothing to train in stage 2 (model.freeze_for_calibration=True). Fix: "
+                    f"set {self.calibrated_head_key}.type to the DisAlign head (with "
+                    "calibration=dict(use_magnitude=True or use_margin=True)), or "
+                    "model.freeze_for_calibration=False to build the plain model"
+                ) from None
 
     def init_weights(self) -> None:
         """mmengine's initialisation, then the stage-1 weights from ``stage1_checkpoint``."""

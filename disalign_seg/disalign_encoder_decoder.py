@@ -39,3 +39,5 @@ class DisAlignEncoderDecoder(CalibrationStageMixin, EncoderDecoder):
         *args, **kwargs: EncoderDecoder's arguments; ``decode_head`` must be a
             ``DisAlignHead`` when freezing, else a ValueError says so.
     """
+
+    calibrated_head_key = "model.decode_head"

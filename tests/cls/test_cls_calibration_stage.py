@@ -56,8 +56,9 @@ def test_only_calibration_trains_and_frozen_tensors_stay_bitwise(head_cfg):
 
 
 def test_calibration_stage_needs_a_disalign_head():
-    with pytest.raises(ValueError, match="no DisAlign calibration parameters"):
+    with pytest.raises(ValueError, match="no DisAlign calibration parameters") as e:
         MODELS.build(tiny_classifier_cfg(LINEAR_HEAD, classifier="DisAlignImageClassifier"))
+    assert "model.head.type" in str(e.value) and "model.freeze_for_calibration" in str(e.value)
     plain = MODELS.build(
         tiny_classifier_cfg(
             disalign_head_cfg(LINEAR_HEAD),

@@ -84,10 +84,12 @@ def test_auxiliary_head_with_zero_weight_does_not_break_backward():
 
 
 def test_freezing_without_disalign_head_is_a_clear_error():
-    with pytest.raises(ValueError, match="no DisAlign calibration parameters"):
+    with pytest.raises(ValueError, match="no DisAlign calibration parameters") as e:
         MODELS.build(
             tiny_segmentor_cfg(copy.deepcopy(FCN_HEAD), segmentor="DisAlignEncoderDecoder")
         )
+    assert "model.decode_head.type" in str(e.value)
+    assert "model.freeze_for_calibration" in str(e.value)
 
 
 def test_freeze_can_be_switched_off():
