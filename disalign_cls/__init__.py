@@ -7,6 +7,7 @@ Importing registers, in MMPretrain's registries:
   ``CosineClsHead`` (the paper's cosine classifier), ``DisAlignImageClassifier`` (the
   calibration stage's classifier, everything else frozen), ``GRWCrossEntropyLoss``;
 - METRICS: ``LongTailAccuracy`` (top-k overall and for many-, medium- and few-shot classes);
+- HOOKS: ``DisAlignDataCheckHook`` (labels in [0, K), images exist, sampled headers);
 lets mmengine checkpoints load under torch >= 2.6 and explains unreadable checkpoint files
 (``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
 """
@@ -19,6 +20,7 @@ install_checkpoint_errors()
 
 # Importing the modules registers their components.
 from .cosine_head import CosineClsHead, CosineLinear  # noqa: E402
+from .data_check_hook import DisAlignDataCheckHook  # noqa: E402
 from .disalign_classifier import DisAlignImageClassifier  # noqa: E402
 from .disalign_head import DisAlignClsHead, calibrated_head_class  # noqa: E402
 from .frequencies import count_dataset_labels, load_class_counts  # noqa: E402
@@ -29,6 +31,7 @@ __all__ = [
     "CosineClsHead",
     "CosineLinear",
     "DisAlignClsHead",
+    "DisAlignDataCheckHook",
     "DisAlignImageClassifier",
     "GRWCrossEntropyLoss",
     "LongTailAccuracy",

@@ -25,6 +25,8 @@ import numpy as np
 
 from disalign_core import read_class_frequencies
 
+from .data_check_hook import label_range_message
+
 __all__ = ["ClassCountSource", "count_dataset_labels", "load_class_counts"]
 
 ClassCountSource = Union[str, Sequence[float], dict]
@@ -63,10 +65,9 @@ def count_dataset_labels(
     names = list(names) if names else None
     k = num_classes or (len(names) if names else int(labels.max()) + 1)
     if labels.min() < 0 or labels.max() >= k:
-        raise ValueError(
-            f"{key}: the dataset's labels run from {labels.min()} to {labels.max()}, "
-            f"outside the {k} classes [0, {k})"
-        )
+        # The data check's message: the list file, its lines, the labels, K and the fix.
+        infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+        raise ValueError(f"{key}: {label_range_message(dataset, infos, k, key)}")
     counts = np.bincount(labels, minlength=k).astype(float).tolist()
     return counts, (names if names and len(names) == k else None)
 

@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data.datasets import load_lvis_json, register_coco_instances
 
-__all__ = ["register_disalign_instances", "check_dataset_images", "FORMATS"]
+from disalign_core.image_files import CHECK_MODES, image_file_problem, run_parallel, sample, shard
+
+__all__ = [
+    "CHECK_IMAGES_ENV",
+    "CHECK_IMAGES_SAMPLE_ENV",
+    "FORMATS",
+    "ImageErrorNamingMapper",
+    "ImageReadError",
+    "build_test_loader",
+    "build_train_loader",
+    "check_dataset_images",
+    "image_check_settings",
+    "register_disalign_instances",
+]
 
 FORMATS = ("lvis", "coco")
 
@@ -99,36 +118,114 @@ def register_disalign_instances(
     )
 
 
-def check_dataset_images(datasets: Sequence[Tuple[str, Sequence[str]]], shown: int = 5) -> None:
-    """Raise if an image listed by a registered dataset is not on disk.
+# Environment variables that choose the image check before training (engine.check_images).
+CHECK_IMAGES_ENV = "DISALIGN_CHECK_IMAGES"
+CHECK_IMAGES_SAMPLE_ENV = "DISALIGN_CHECK_IMAGES_SAMPLE"
 
-    One ``os.path.exists`` per image, before training or evaluation starts, so that a json
-    that lists a missing image fails at once instead of when the data loader reaches it.
+_FIX_DAMAGED = (
+    "Fix: copy or download these images again (a file cut short is usually an interrupted "
+    "transfer), or remove them from the json. An image of another size than the json's "
+    "width/height is another copy of the image than the one annotated: use the annotated one, "
+    "or correct width/height (detectron2 refuses the mismatch when it loads the image)."
+)
+
+
+class ImageReadError(OSError):
+    """An image listed by a dataset cannot be read or decoded, or has another size than its
+    annotations; the message names the file, the dataset and the fix."""
+
+
+def image_check_settings(environ: Mapping[str, str] = os.environ) -> Tuple[str, Optional[int]]:
+    """The image check chosen by the environment: (mode, sample size).
+
+    ``DISALIGN_CHECK_IMAGES``: ``headers`` (default: format, size and complete end of every
+    image), ``full`` (every image decoded) or ``exists`` (one ``os.path.exists`` per image).
+    ``DISALIGN_CHECK_IMAGES_SAMPLE=N``: check the contents of N images per dataset (random,
+    fixed seed) instead of all; every image is still checked to exist.
+    """
+    mode = environ.get(CHECK_IMAGES_ENV, "headers").strip().lower() or "headers"
+    if mode not in CHECK_MODES:
+        raise ValueError(
+            f"{CHECK_IMAGES_ENV}={environ[CHECK_IMAGES_ENV]!r}: expected one of {CHECK_MODES}"
+        )
+    raw = environ.get(CHECK_IMAGES_SAMPLE_ENV, "").strip()
+    try:
+        count = int(raw) if raw else None
+    except ValueError:
+        count = -1
+    if count is not None and count < 1:
+        raise ValueError(
+            f"{CHECK_IMAGES_SAMPLE_ENV}={raw!r}: expected a number of images (>= 1), or unset "
+            "to check every image"
+        )
+    return mode, count
+
+
+def _where(name: str) -> str:
+    meta = MetadataCatalog.get(name)
+    where = ", ".join(f"{k} {meta.get(k)!r}" for k in ("json_file", "image_root") if meta.get(k))
+    return where or "no json/image_root metadata"
+
+
+def _listed(lines: Sequence[str], shown: int) -> str:
+    more = f"\n    ... and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "\n".join(f"    {line}" for line in lines[:shown]) + more
+
+
+def check_dataset_images(
+    datasets: Sequence[Tuple[str, Sequence[str]]],
+    shown: int = 5,
+    *,
+    mode: str = "exists",
+    sample_size: Optional[int] = None,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Optional[Callable[[list], List[list]]] = None,
+    num_threads: Optional[int] = None,
+) -> None:
+    """Raise if an image listed by a registered dataset is missing, or (``mode``) damaged.
+
+    Each dataset is loaded once. Every image must exist (one ``os.path.exists`` each), so that
+    a json that lists a missing image fails at once instead of when the data loader reaches
+    it. Then, unless ``mode`` is "exists", each image's contents are checked
+    (``disalign_core.image_files.image_file_problem``): "headers" reads the format and size
+    and checks that a JPEG/PNG ends as a complete file (cut-short files; the size against the
+    json's width/height), "full" decodes every pixel. The processes of a distributed run
+    split the images (``rank``, ``world_size``) and ``gather`` collects their findings, so
+    every process raises the same error.
 
     Args:
         datasets: (config key, dataset names) pairs, e.g.
             ``[("DATASETS.TRAIN", cfg.DATASETS.TRAIN), ("DATASETS.TEST", cfg.DATASETS.TEST)]``.
-        shown (int): how many missing paths the message lists.
+        shown (int): how many paths each message lists per dataset.
+        mode (str): "exists", "headers" or "full".
+        sample_size (int, optional): check the contents of this many images per dataset
+            (random, fixed seed) instead of all.
+        rank, world_size (int): this process and the number of processes.
+        gather: ``comm.all_gather`` in a distributed run: a list of this process's findings
+            to the list of every process's.
+        num_threads (int, optional): threads of this process (default: its CPUs, at most 8).
 
     Raises:
         FileNotFoundError: naming the config key, the dataset, its json and image root, the
             number of missing images and the first ``shown`` paths.
+        ImageReadError: the same for images that cannot be read, are cut short, or are of
+            another size than the json says, with the reason for each.
     """
+    if mode not in CHECK_MODES:
+        raise ValueError(f"mode must be one of {CHECK_MODES}, got {mode!r}")
     problems = []
+    loaded: List[Tuple[str, str, list]] = []
     for key, names in datasets:
         for name in names:
             records = DatasetCatalog.get(name)
+            loaded.append((key, name, records))
             missing = [r["file_name"] for r in records if not os.path.exists(r["file_name"])]
             if missing:
-                meta = MetadataCatalog.get(name)
-                where = ", ".join(
-                    f"{k} {meta.get(k)!r}" for k in ("json_file", "image_root") if meta.get(k)
-                )
-                listed = "\n".join(f"    {p}" for p in missing[:shown])
-                more = f"\n    ... and {len(missing) - shown} more" if len(missing) > shown else ""
                 problems.append(
-                    f"  {key}: dataset {name!r} ({where or 'no json/image_root metadata'}): "
-                    f"{len(missing)} of {len(records)} images are missing:\n{listed}{more}"
+                    f"  {key}: dataset {name!r} ({_where(name)}): "
+                    f"{len(missing)} of {len(records)} images are missing:\n"
+                    f"{_listed(missing, shown)}"
                 )
     if problems:
         raise FileNotFoundError(
@@ -138,3 +235,101 @@ def check_dataset_images(datasets: Sequence[Tuple[str, Sequence[str]]], shown: i
             "NAME JSON IMAGE_ROOT, or register_disalign_instances(name, json, image_root)) and "
             "that every image of the json was copied, or remove the missing images from the json."
         )
+    if mode == "exists":
+        return
+
+    def check(record: dict) -> Optional[str]:
+        size = (record["width"], record["height"]) if "width" in record else None
+        return image_file_problem(record["file_name"], decode=mode == "full", expected_size=size)
+
+    found: List[Tuple[int, str]] = []  # (index into loaded, "path: problem")
+    checked: Dict[int, int] = {}
+    for i, (_, _, records) in enumerate(loaded):
+        chosen = sample(records, sample_size)
+        checked[i] = len(chosen)
+        mine = shard(chosen, rank, world_size)
+        for record, problem in zip(mine, run_parallel(check, mine, num_threads)):
+            if problem:
+                found.append((i, f"{record['file_name']}: {problem}"))
+    if gather is not None:
+        found = [item for part in gather(found) for item in part]
+    if not found:
+        return
+    for i, (key, name, records) in enumerate(loaded):
+        lines = sorted(line for j, line in found if j == i)
+        if lines:
+            of = f"{checked[i]} checked" if checked[i] < len(records) else f"{len(records)}"
+            problems.append(
+                f"  {key}: dataset {name!r} ({_where(name)}): {len(lines)} of {of} images "
+                f"cannot be used:\n{_listed(lines, shown)}"
+            )
+    what = {"headers": "format, size and complete end", "full": "every pixel decoded"}[mode]
+    raise ImageReadError(
+        f"images listed by the datasets cannot be used (checked before training: {what}; "
+        f"{CHECK_IMAGES_ENV}={mode}):\n" + "\n".join(problems) + "\n" + _FIX_DAMAGED
+    )
+
+
+def _datasets_of(file_name: str, names: Sequence[str]) -> List[str]:
+    """The datasets among ``names`` whose image root holds ``file_name`` (all if none does)."""
+    roots = {n: MetadataCatalog.get(n).get("image_root") for n in names}
+    inside = [
+        n for n, root in roots.items() if root and file_name.startswith(os.path.join(root, ""))
+    ]
+    return inside or list(names)
+
+
+class ImageErrorNamingMapper:
+    """A dataset mapper whose image read errors name the image, its dataset and the fix.
+
+    detectron2's ``DatasetMapper`` raises PIL's error (e.g. ``OSError: image file is truncated
+    (71 bytes not processed)``), which names no file, when the loader reaches a damaged image,
+    possibly hours into training. This wrapper raises ``ImageReadError`` instead: the file, the
+    dataset (found by its image root among ``dataset_names``), the config key, PIL's message,
+    and how to find every such image at once (the full check before training). It catches what
+    reading an image raises (``OSError``, ``SyntaxError``); other errors pass unchanged.
+
+    Args:
+        mapper: the mapper to call (e.g. ``DatasetMapper(cfg, is_train=True)``).
+        dataset_names: the datasets the loader reads.
+        key (str): their config key, ``DATASETS.TRAIN`` or ``DATASETS.TEST``.
+    """
+
+    def __init__(self, mapper: Callable[[dict], dict], dataset_names: Sequence[str], key: str):
+        self.mapper = mapper
+        self.dataset_names = list(dataset_names)
+        self.key = key
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        try:
+            return self.mapper(dataset_dict)
+        except (OSError, SyntaxError) as e:
+            if isinstance(e, ImageReadError):
+                raise
+            file_name = dataset_dict.get("file_name", "<no file_name>")
+            datasets = ", ".join(
+                f"{n!r} ({_where(n)})" for n in _datasets_of(file_name, self.dataset_names)
+            )
+            raise ImageReadError(
+                f"cannot read the image {file_name} ({type(e).__name__}: {e}), listed by "
+                f"{self.key}: {datasets}. The check before training reads, by default "
+                f"({CHECK_IMAGES_ENV}=headers), each image's header and end, not every "
+                "pixel: damage inside an image is found by "
+                f"{CHECK_IMAGES_ENV}=full, which decodes every image of the datasets before "
+                "training and lists all damaged ones at once. Fix: copy or download this "
+                "image again, or remove it from the json."
+            ) from e
+
+
+def build_train_loader(cfg):
+    """detectron2's ``build_detection_train_loader(cfg)``, its ``DatasetMapper`` wrapped in
+    ``ImageErrorNamingMapper``."""
+    mapper = ImageErrorNamingMapper(DatasetMapper(cfg, True), cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    return build_detection_train_loader(cfg, mapper=mapper)
+
+
+def build_test_loader(cfg, dataset_name: str):
+    """detectron2's ``build_detection_test_loader(cfg, dataset_name)``, its ``DatasetMapper``
+    wrapped in ``ImageErrorNamingMapper``."""
+    mapper = ImageErrorNamingMapper(DatasetMapper(cfg, False), [dataset_name], "DATASETS.TEST")
+    return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
