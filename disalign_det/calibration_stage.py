@@ -19,17 +19,38 @@ Stage 1 (``calibration_stage=False``) loads as detectron2 does, e.g. the ImageNe
 ``R-50.pkl`` into a detector. A ``MODEL.WEIGHTS`` URL (``detectron2://``, ``https://``) is logged
 with the local file it resolved to: iopath's download cache keys a file by the URL's path, not
 its host.
+
+Checkpoint files survive a full disk and record their recipe:
+
+- ``save`` writes each checkpoint, and ``tag_last_checkpoint`` the ``last_checkpoint`` pointer,
+  to a temporary file in OUTPUT_DIR that is renamed onto its name when complete
+  (``os.replace``): a file of that name is always whole, old or new. A failed write (disk
+  full) stops the run with an error saying that the previous checkpoint and the pointer are
+  intact. Every checkpoint holds the run's recipe (``disalign_recipe``: every
+  MODEL.DISALIGN key, MODEL.ROI_HEADS.NUM_CLASSES, DATASETS.TRAIN, the sha256 of
+  FREQUENCY_FILE), which ``--resume`` compares (``disalign_det.engine``).
+- ``--resume`` loads the checkpoint ``last_checkpoint`` names; when that file is empty, names
+  a missing or truncated file, or is missing while checkpoints exist, it loads the newest
+  complete ``model_*.pth`` of OUTPUT_DIR instead and logs why (``resolve_resume_checkpoint``).
+  Nothing on disk is changed for that; the next checkpoint rewrites the pointer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
-from typing import List, Optional, Sequence
+import re
+import secrets
+import zipfile
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
@@ -45,7 +66,16 @@ from disalign_core import (
 
 from .modeling.rpn import DisAlignRPN
 
-__all__ = ["DisAlignCheckpointer", "check_box_predictor_shapes", "freeze_for_calibration"]
+__all__ = [
+    "DisAlignCheckpointer",
+    "ResumeChoice",
+    "check_box_predictor_shapes",
+    "disalign_recipe",
+    "freeze_for_calibration",
+    "read_checkpoint_recipe",
+    "recipe_differences",
+    "resolve_resume_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +83,14 @@ logger = logging.getLogger(__name__)
 _CLASS_DEPENDENT = ("cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias")
 # How many keys or shapes a message lists.
 _SHOWN = 5
+# The checkpoint key of the run's recipe, and the pointer file to the last checkpoint.
+RECIPE_KEY = "disalign_recipe"
+POINTER = "last_checkpoint"
+HASH_SUFFIX = " (sha256 of the file)"
+# detectron2's checkpoint names: model_{iter:07d}.pth and model_final.pth (the newest).
+_CHECKPOINT_NAME = re.compile(r"^model_(\d+|final)\.pth$")
+# torch.save's zip format starts with a local file header.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def check_box_predictor_shapes(
@@ -131,17 +169,203 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as plain dicts, lists and scalars (what torch.load(weights_only=True) reads)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def disalign_recipe(cfg: Union[CfgNode, Mapping]) -> Dict[str, Any]:
+    """The keys that define a run's DisAlign recipe: every ``MODEL.DISALIGN`` key (rho, the
+    frequency source, the calibration switches, ...), ``MODEL.ROI_HEADS.NUM_CLASSES``,
+    ``DATASETS.TRAIN`` (the frequencies' source when FREQUENCY_FILE is empty) and the sha256
+    of FREQUENCY_FILE when it names a file.
+
+    Args:
+        cfg: a detectron2 config, or the dict of one read from a yaml file.
+
+    Returns:
+        dict: {full key: plain value}.
+    """
+    model = cfg.get("MODEL", {}) or {}
+    disalign = model.get("DISALIGN", {}) or {}
+    recipe = {f"MODEL.DISALIGN.{k}": _plain(v) for k, v in disalign.items()}
+    recipe["MODEL.ROI_HEADS.NUM_CLASSES"] = _plain(
+        (model.get("ROI_HEADS", {}) or {}).get("NUM_CLASSES")
+    )
+    recipe["DATASETS.TRAIN"] = _plain((cfg.get("DATASETS", {}) or {}).get("TRAIN"))
+    frequency_file = disalign.get("FREQUENCY_FILE")
+    if frequency_file and os.path.isfile(frequency_file):
+        recipe["MODEL.DISALIGN.FREQUENCY_FILE" + HASH_SUFFIX] = _sha256(frequency_file)
+    return recipe
+
+
+def recipe_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> List[Tuple[str, Any, Any]]:
+    """(key, old value, new value) of every recipe key that differs, sorted by key; a file's
+    hash is compared only when both recipes have one. A key one recipe lacks is "<not set>"."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if key.endswith(HASH_SUFFIX) and (key not in old or key not in new):
+            continue
+        before, after = _plain(old.get(key, "<not set>")), _plain(new.get(key, "<not set>"))
+        if before != after:
+            diffs.append((key, before, after))
+    return diffs
+
+
+def read_checkpoint_recipe(path: str) -> Optional[Dict[str, Any]]:
+    """The recipe stored in a checkpoint by ``DisAlignCheckpointer.save`` (None: none stored,
+    or the file cannot be read; its load says why). Memory-maps the file: no tensor is read."""
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001  unreadable here; the checkpointer's load reports it
+        return None
+    recipe = data.get(RECIPE_KEY) if isinstance(data, dict) else None
+    return dict(recipe) if isinstance(recipe, Mapping) else None
+
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk and rename it onto
+    ``path``: ``path`` is always whole, old or new. On error the temporary file is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(
+        folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable (POSIX)
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """``_atomic_write`` of bytes (config files, the pointer)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """Whether ``path`` was written to its end: torch.save's zip format ends with the archive's
+    directory, so a cut-off file does not open as a zip archive. An empty file is incomplete; a
+    non-empty file in another format counts as complete (loading it decides)."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return False
+        with open(path, "rb") as f:
+            if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+                return True
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+@dataclass
+class ResumeChoice:
+    """What ``--resume`` loads from OUTPUT_DIR.
+
+    Attributes:
+        path: the checkpoint file; None: nothing to resume (training starts from MODEL.WEIGHTS).
+        pointer: the text of OUTPUT_DIR/last_checkpoint (None: no such file).
+        fallback: why ``path`` is not the file the pointer names (None: it is).
+    """
+
+    path: Optional[str]
+    pointer: Optional[str]
+    fallback: Optional[str] = None
+
+
+def resolve_resume_checkpoint(save_dir: str) -> ResumeChoice:
+    """The checkpoint ``--resume`` loads from ``save_dir`` (OUTPUT_DIR): the one
+    ``last_checkpoint`` names when it is complete, otherwise the newest complete
+    ``model_*.pth`` (``model_final.pth`` first, then by iteration). Without a complete one,
+    ``path`` is the file the pointer names (its load fails naming it), or None."""
+    pointer_file = os.path.join(save_dir, POINTER)
+    pointer = None
+    if os.path.isfile(pointer_file):
+        with open(pointer_file, encoding="utf-8", errors="replace") as f:
+            pointer = f.read().strip()
+    named = os.path.join(save_dir, pointer) if pointer else None
+    if named and is_complete_checkpoint(named):
+        return ResumeChoice(named, pointer)
+    if pointer is None:
+        problem = f"there is no {pointer_file}"
+    elif not pointer:
+        problem = f"{pointer_file} is empty (cut off while being written?)"
+    elif not os.path.exists(named):
+        problem = f"{pointer_file} names {pointer!r}, which is not a file in OUTPUT_DIR"
+    else:
+        problem = (
+            f"{pointer_file} names {pointer!r}, which is empty or truncated (cut off while "
+            "being written?)"
+        )
+    try:
+        names = os.listdir(save_dir)
+    except OSError:
+        names = []
+    candidates = []
+    for name in names:
+        match = _CHECKPOINT_NAME.match(name)
+        if match:
+            order = float("inf") if match.group(1) == "final" else int(match.group(1))
+            candidates.append((order, os.path.join(save_dir, name)))
+    for _, candidate in sorted(candidates, reverse=True):
+        if candidate != named and is_complete_checkpoint(candidate):
+            return ResumeChoice(
+                candidate,
+                pointer,
+                f"{problem}: resuming from {candidate}, the newest complete checkpoint of "
+                "OUTPUT_DIR",
+            )
+    return ResumeChoice(named, pointer)
+
+
 class DisAlignCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that refuses a box predictor of the wrong class count or
     classifier type; in the calibration stage, refuses a ``MODEL.WEIGHTS`` checkpoint that does
     not hold every non-calibration weight of the model; logs (instead of warning about) the
     calibration parameters that start at the identity; logs the local file of a URL; and turns
     an unreadable checkpoint file into an error that names the file and where it came from.
+    Saves atomically with the run's recipe, and resumes from the newest complete checkpoint
+    when ``last_checkpoint`` is broken (module docstring).
 
     Args:
         model, save_dir, **checkpointables: as ``DetectionCheckpointer``.
         calibration_stage (bool): the model is a stage-2 model (``MODEL.DISALIGN.FREEZE``):
             weights loaded from ``MODEL.WEIGHTS`` (or with ``load``) must cover it.
+        recipe (dict, optional): ``disalign_recipe(cfg)``, stored in every checkpoint saved.
     """
 
     # Which config entry named the file being loaded (None: a direct ``load``); set by
@@ -152,26 +376,101 @@ class DisAlignCheckpointer(DetectionCheckpointer):
     _local_file = None
 
     def __init__(
-        self, model: nn.Module, save_dir: str = "", *, calibration_stage: bool = False, **kwargs
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        calibration_stage: bool = False,
+        recipe: Optional[Dict[str, Any]] = None,
+        **kwargs,
     ):
         super().__init__(model, save_dir, **kwargs)
         self.calibration_stage = calibration_stage
+        self.recipe = recipe
+
+    def _local(self) -> bool:
+        # OUTPUT_DIR on a local file system (not an iopath URL such as manifold://).
+        return bool(self.save_dir) and "://" not in self.save_dir
+
+    def resume_choice(self) -> ResumeChoice:
+        """What ``--resume`` loads (``resolve_resume_checkpoint`` of OUTPUT_DIR)."""
+        return resolve_resume_checkpoint(self.save_dir)
+
+    def has_checkpoint(self) -> bool:
+        if not self._local():
+            return super().has_checkpoint()
+        choice = self.resume_choice()
+        return choice.path is not None or choice.pointer is not None
+
+    def get_checkpoint_file(self) -> str:
+        if not self._local():
+            return super().get_checkpoint_file()
+        return self.resume_choice().path or os.path.join(self.save_dir, "")
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """fvcore's ``save`` plus the recipe (``disalign_recipe``), written atomically: a
+        temporary file in OUTPUT_DIR renamed onto ``<name>.pth`` when complete, then
+        ``last_checkpoint`` the same way. A failed write leaves both files as they were."""
+        if self.recipe is not None:
+            kwargs.setdefault(RECIPE_KEY, self.recipe)
+        if not self.save_dir or not self.save_to_disk or not self._local():
+            return super().save(name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        pointer_file = os.path.join(self.save_dir, POINTER)
+        previous = None
+        if os.path.isfile(pointer_file):
+            with open(pointer_file, encoding="utf-8", errors="replace") as f:
+                previous = f.read().strip()
+        try:
+            _atomic_write(save_file, lambda f: torch.save(data, f))
+            self.tag_last_checkpoint(basename)
+        except OSError as e:
+            kept = (
+                f"{pointer_file} still names {previous!r}, which is intact"
+                if previous
+                else f"{pointer_file} is as it was"
+            )
+            raise OSError(
+                e.errno,
+                f"could not write the checkpoint {save_file} or {pointer_file} "
+                f"({type(e).__name__}: {e}); nothing was half-written: {kept}. Fix: free disk "
+                "space, then run the same command with --resume",
+            ) from e
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not self._local():
+            return super().tag_last_checkpoint(last_filename_basename)
+        atomic_write_bytes(
+            os.path.join(self.save_dir, POINTER), last_filename_basename.encode("utf-8")
+        )
 
     def resume_or_load(self, path: str, *, resume: bool = True):
+        if resume and self._local():
+            choice = self.resume_choice()
+            tag = os.path.join(self.save_dir, POINTER)
+            if choice.fallback:
+                # fvcore's logger: default_setup sends it to stdout and OUTPUT_DIR/log.txt
+                self.logger.warning(f"DisAlign --resume: {choice.fallback}")
+            elif choice.pointer is not None and (
+                choice.path is None or not os.path.isfile(choice.path)
+            ):
+                # the pointer names nothing usable and OUTPUT_DIR has no complete checkpoint
+                raise ValueError(
+                    f"{tag!r} (OUTPUT_DIR/last_checkpoint, --resume) names "
+                    f"{choice.pointer!r}, which is not a file in OUTPUT_DIR, and OUTPUT_DIR "
+                    "holds no complete model_*.pth to resume from instead. Write the name of a "
+                    "complete model_*.pth of OUTPUT_DIR into it, or start again without "
+                    "--resume."
+                )
         self._source_key = (
             "last_checkpoint" if resume and self.has_checkpoint() else "MODEL.WEIGHTS"
         )
-        if self._source_key == "last_checkpoint":
-            named = self.get_checkpoint_file()
-            if not os.path.isfile(named):  # e.g. last_checkpoint itself cut off while written
-                self._source_key = None
-                tag = os.path.join(self.save_dir, "last_checkpoint")
-                raise ValueError(
-                    f"{tag!r} (OUTPUT_DIR/last_checkpoint, --resume) names "
-                    f"{os.path.basename(named)!r}, which is not a file in OUTPUT_DIR. Write the "
-                    "name of a complete model_*.pth of OUTPUT_DIR into it, or start again "
-                    "without --resume."
-                )
         try:
             return super().resume_or_load(path, resume=resume)
         finally:

@@ -10,7 +10,12 @@ __all__ = ["add_disalign_config"]
 
 
 def add_disalign_config(cfg: CN) -> None:
-    """Add the ``MODEL.DISALIGN`` node to ``cfg`` (in place)."""
+    """Add the ``MODEL.DISALIGN`` node to ``cfg`` (in place).
+
+    Every key of the node is part of a run's recipe: checkpoints store them and ``--resume``
+    refuses a config that changes one (``disalign_det.calibration_stage.disalign_recipe``). A
+    run-time switch that may change between a run and its resume does not belong here.
+    """
     _C = cfg
     _C.MODEL.DISALIGN = CN()
     # Box classifier h_o: "linear" (z_j = w_j . x + b_j) or "cosine"

@@ -12,6 +12,15 @@ MODEL.DISALIGN.FREEZE, CALIBRATION and REWEIGHT to True.
 detectron2's and ``MODEL.DISALIGN``'s before the config file is merged, as detectron2 projects
 call their ``add_*_config``; e.g. ``disalign_demo.det.add_tiny_backbone_config`` for the demo's
 tiny CPU backbone (``train_net.py --demo``).
+
+``--resume`` continues only the recipe the checkpoint was trained with: every checkpoint holds
+its recipe (``disalign_recipe``: every MODEL.DISALIGN key, MODEL.ROI_HEADS.NUM_CLASSES,
+DATASETS.TRAIN, the sha256 of FREQUENCY_FILE), and ``setup`` compares it with the config before
+anything is written; a difference is an error naming each key with both values, unless
+``--allow-recipe-change`` is given. OUTPUT_DIR/config.yaml keeps the config of the run's first
+start: detectron2's ``default_setup`` rewrites it on every start, so with ``--resume`` or
+``--eval-only`` the file is put back and this start's config is written beside it as
+``config.resume-<time>.yaml`` (``config.eval-<time>.yaml``) when the two differ.
 """
 
 from __future__ import annotations
@@ -19,10 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
+import time
 import weakref
 from typing import Callable, Iterator, Optional, Sequence
 
+import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
@@ -32,9 +44,24 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.utils import comm
 from torch import nn
 
-from .calibration_stage import DisAlignCheckpointer, freeze_for_calibration
+from .calibration_stage import (
+    DisAlignCheckpointer,
+    atomic_write_bytes,
+    disalign_recipe,
+    freeze_for_calibration,
+    is_complete_checkpoint,
+    read_checkpoint_recipe,
+    recipe_differences,
+    resolve_resume_checkpoint,
+)
 from .config import add_disalign_config
-from .data import check_dataset_images, register_disalign_instances
+from .data import (
+    build_test_loader,
+    build_train_loader,
+    check_dataset_images,
+    image_check_settings,
+    register_disalign_instances,
+)
 from .modeling import DisAlignFastRCNNOutputLayers
 
 __all__ = [
@@ -42,6 +69,7 @@ __all__ = [
     "Trainer",
     "argument_parser",
     "check_images",
+    "check_resume_recipe",
     "cpu_aware_ddp",
     "main",
     "register_datasets",
@@ -50,6 +78,9 @@ __all__ = [
 ]
 
 ConfigHook = Callable[[CfgNode], None]
+
+# A child of detectron2's logger: default_setup sends it to stdout and OUTPUT_DIR/log.txt.
+logger = logging.getLogger("detectron2.disalign")
 
 
 @contextlib.contextmanager
@@ -93,6 +124,15 @@ class Trainer(DefaultTrainer):
         return model
 
     @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        # detectron2's loader; an image it cannot read is an error naming the file (data.py).
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
@@ -121,14 +161,15 @@ class Trainer(DefaultTrainer):
             self.checkpointer.model,
             self.cfg.OUTPUT_DIR,
             calibration_stage=self.cfg.MODEL.DISALIGN.FREEZE,
+            recipe=disalign_recipe(self.cfg),
             trainer=weakref.proxy(self),
         )
         return super().build_hooks()
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """detectron2's ``default_argument_parser`` with ``--register`` and
-    ``--write-class-weights``."""
+    """detectron2's ``default_argument_parser`` with ``--register``, ``--write-class-weights``
+    and ``--allow-recipe-change``."""
     parser = default_argument_parser()
     parser.add_argument(
         "--register",
@@ -141,6 +182,12 @@ def argument_parser() -> argparse.ArgumentParser:
         "--write-class-weights",
         action="store_true",
         help="write this process's GRW class weights to OUTPUT_DIR/class_weights_rank{r}.json",
+    )
+    parser.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="with --resume: continue although the recipe (MODEL.DISALIGN.*, "
+        "MODEL.ROI_HEADS.NUM_CLASSES, DATASETS.TRAIN) differs from the checkpoint's",
     )
     return parser
 
@@ -209,17 +256,132 @@ def setup(args: argparse.Namespace, config_hooks: Sequence[ConfigHook] = ()) -> 
         # model would need (and count) the training annotations.
         cfg.MODEL.DISALIGN.REWEIGHT = False
     cfg.freeze()
-    default_setup(cfg, args)
+    changes = []
+    if args.resume and not args.eval_only:
+        # Before default_setup: a refused resume writes nothing into OUTPUT_DIR.
+        changes = check_resume_recipe(cfg, allow=getattr(args, "allow_recipe_change", False))
+    _default_setup_keeping_first_config(cfg, args)
+    if changes:
+        logger.warning(
+            "DisAlign --resume with --allow-recipe-change: the recipe changes: "
+            f"{_listed(changes)}. The run was trained with the checkpoint's values so far, "
+            "with the new ones from now on."
+        )
     return cfg
+
+
+def _show(value) -> str:
+    text = value if value == "<not set>" else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _listed(changes) -> str:
+    return "; ".join(f"{k}: {_show(a)} in the checkpoint, {_show(b)} now" for k, a, b in changes)
+
+
+def _recipe_of_config_file(path: str) -> Optional[dict]:
+    """The recipe of a config.yaml that detectron2 wrote (None if it cannot be read)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return disalign_recipe(data) if isinstance(data, dict) else None
+
+
+def check_resume_recipe(cfg: CfgNode, allow: bool = False) -> list:
+    """Compare the recipe of ``cfg`` (``disalign_recipe``) with the recipe of the checkpoint
+    ``--resume`` loads from OUTPUT_DIR (stored in it by ``DisAlignCheckpointer``; for a
+    checkpoint without one, read from OUTPUT_DIR/config.yaml).
+
+    Args:
+        cfg: the run's config.
+        allow: return the differences instead of raising (``--allow-recipe-change``).
+
+    Returns:
+        list of (key, checkpoint's value, config's value); empty when nothing differs or there
+        is nothing to resume.
+
+    Raises:
+        ValueError: the recipes differ and ``allow`` is False; names each key and both values.
+    """
+    out = cfg.OUTPUT_DIR
+    if not out or "://" in out:
+        return []
+    choice = resolve_resume_checkpoint(out)
+    if choice.path is None or not is_complete_checkpoint(choice.path):
+        return []  # nothing to resume, or a file whose load fails and says why
+    old, source = read_checkpoint_recipe(choice.path), choice.path
+    if old is None:
+        yaml_file = os.path.join(out, "config.yaml")
+        old = _recipe_of_config_file(yaml_file)
+        source = f"{yaml_file} (the checkpoint {choice.path} holds no recipe)"
+    if old is None:
+        return []
+    changes = recipe_differences(old, disalign_recipe(cfg))
+    if changes and not allow:
+        raise ValueError(
+            f"--resume in OUTPUT_DIR {out!r}: the config trains another recipe than the one "
+            f"the checkpoint was trained with (from {source}): {_listed(changes)}. Resuming "
+            "would silently train the rest of the run with the new values, and neither its "
+            "checkpoints nor config.yaml would say how it was trained. Fix: resume with the "
+            "checkpoint's values (drop the changed options), or train the new recipe in "
+            "another OUTPUT_DIR; to change this run's recipe on purpose, add "
+            "--allow-recipe-change (OUTPUT_DIR/config.yaml keeps the first config, this run's "
+            "is written beside it). Nothing was written."
+        )
+    return changes
+
+
+def _default_setup_keeping_first_config(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """detectron2's ``default_setup``, which rewrites OUTPUT_DIR/config.yaml on every start;
+    with --resume or --eval-only the first config is put back and this start's config, if it
+    differs, is written beside it (config.resume-<time>.yaml, config.eval-<time>.yaml)."""
+    path = os.path.join(cfg.OUTPUT_DIR, "config.yaml") if cfg.OUTPUT_DIR else ""
+    first = None
+    if (args.resume or args.eval_only) and comm.is_main_process() and os.path.isfile(path):
+        with open(path, "rb") as f:
+            first = f.read()
+    default_setup(cfg, args)
+    if first is None or not os.path.isfile(path):
+        return
+    with open(path, "rb") as f:
+        now = f.read()
+    if now == first:
+        return
+    kind = "eval" if args.eval_only else "resume"
+    stem = os.path.join(cfg.OUTPUT_DIR, f"config.{kind}-{time.strftime('%Y%m%d_%H%M%S')}")
+    this_start, n = f"{stem}.yaml", 1
+    while os.path.exists(this_start):
+        this_start, n = f"{stem}-{n}.yaml", n + 1
+    atomic_write_bytes(this_start, now)
+    atomic_write_bytes(path, first)
+    logger.info(
+        f"{path} keeps the config of the run's first start; this start's config is {this_start}"
+    )
 
 
 def check_images(cfg: CfgNode, eval_only: bool) -> None:
     """Raise if an image of DATASETS.TRAIN (unless ``eval_only``) or DATASETS.TEST is not on
-    disk: one ``os.path.exists`` per image now, rather than a crash when the loader reaches it."""
+    disk, or is damaged, now rather than when the loader reaches it.
+
+    Every image must exist; its contents are checked as ``DISALIGN_CHECK_IMAGES`` says:
+    ``headers`` (default; format, size against the json's, complete end of each JPEG/PNG),
+    ``full`` (every image decoded) or ``exists``; ``DISALIGN_CHECK_IMAGES_SAMPLE=N`` checks the
+    contents of N images per dataset. The processes of a distributed run split the images.
+    """
     to_check = [("DATASETS.TEST", cfg.DATASETS.TEST)]
     if not eval_only:
         to_check.insert(0, ("DATASETS.TRAIN", cfg.DATASETS.TRAIN))
-    check_dataset_images(to_check)
+    mode, sample_size = image_check_settings()
+    check_dataset_images(
+        to_check,
+        mode=mode,
+        sample_size=sample_size,
+        rank=comm.get_rank(),
+        world_size=comm.get_world_size(),
+        gather=comm.all_gather if comm.get_world_size() > 1 else None,
+    )
 
 
 def write_class_weights(model: nn.Module, output_dir: str) -> str:

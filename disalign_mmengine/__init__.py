@@ -8,9 +8,21 @@ never MMSegmentation or MMPretrain, so each plugin works without the other frame
 - ``calibration_stage``: ``CalibrationStageMixin``, the stage-2 behaviour of a segmentor or
   classifier (freeze all but the calibration when built; load ``stage1_checkpoint`` in
   ``init_weights`` so that the stock ``--resume`` works), and ``load_stage1_checkpoint``, which
-  refuses a stage-1 checkpoint of another model (``disalign_core.check_stage1_keys``).
+  refuses a stage-1 checkpoint of another model (``disalign_core.check_stage1_keys``);
+- ``atomic_checkpoints``: ``DisAlignCheckpointHook``, mmengine's CheckpointHook with atomic
+  checkpoint and pointer writes, and a ``--resume`` that falls back to the newest complete
+  checkpoint;
+- ``recipe_guard``: ``DisAlignRecipeGuardHook``, which refuses ``--resume`` with another recipe
+  than the checkpoint's and keeps the first start's config.
 """
 
+from .atomic_checkpoints import (
+    AtomicLocalBackend,
+    DisAlignCheckpointHook,
+    atomic_write,
+    is_complete_checkpoint,
+    resolve_resume_checkpoint,
+)
 from .calibration_stage import CalibrationStageMixin, load_stage1_checkpoint
 from .checkpoints import (
     CheckpointReadError,
@@ -21,15 +33,30 @@ from .checkpoints import (
     mmengine_checkpoint_safe_globals,
     torch_hub_cache_file,
 )
+from .recipe_guard import (
+    DisAlignRecipeGuardHook,
+    RecipeChangedError,
+    recipe_differences,
+    recipe_from_config,
+)
 
 __all__ = [
+    "AtomicLocalBackend",
     "CalibrationStageMixin",
     "CheckpointReadError",
+    "DisAlignCheckpointHook",
+    "DisAlignRecipeGuardHook",
+    "RecipeChangedError",
     "allow_mmengine_checkpoints",
+    "atomic_write",
     "download_checkpoint",
     "install_checkpoint_errors",
+    "is_complete_checkpoint",
     "load_local_checkpoint",
     "load_stage1_checkpoint",
     "mmengine_checkpoint_safe_globals",
+    "recipe_differences",
+    "recipe_from_config",
+    "resolve_resume_checkpoint",
     "torch_hub_cache_file",
 ]

@@ -19,4 +19,11 @@ model = dict(
         in_channels=2048,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
         topk=(1, 5)))
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=2))
+# DisAlignCheckpointHook (disalign_mmengine): mmengine's CheckpointHook with atomic writes and a
+# --resume that falls back to the newest complete checkpoint.
+default_hooks = dict(checkpoint=dict(type='DisAlignCheckpointHook', interval=10, max_keep_ckpts=2))
+# --resume continues only the recipe the checkpoint was trained with, and the work dir keeps the
+# first config (disalign_mmengine.DisAlignRecipeGuardHook).
+# Before any iteration: every label in [0, num_classes), every image on disk, the headers of a
+# sample of the images (disalign_cls.DisAlignDataCheckHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook'), dict(type='DisAlignRecipeGuardHook')]

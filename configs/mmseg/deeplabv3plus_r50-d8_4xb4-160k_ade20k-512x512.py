@@ -15,5 +15,10 @@ val_evaluator = dict(
 test_evaluator = val_evaluator
 
 # Before any iteration: every listed image/label map exists, and the GRW loss's frequency file
-# names the dataset's classes (disalign_seg.DisAlignDataCheckHook).
-custom_hooks = [dict(type='DisAlignDataCheckHook')]
+# names the dataset's classes (disalign_seg.DisAlignDataCheckHook); --resume continues only the
+# recipe the checkpoint was trained with, and the work dir keeps the first config
+# (disalign_mmengine.DisAlignRecipeGuardHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook'), dict(type='DisAlignRecipeGuardHook')]
+# Checkpoints and last_checkpoint written atomically; --resume falls back to the newest complete
+# checkpoint (disalign_mmengine.DisAlignCheckpointHook, a CheckpointHook subclass).
+default_hooks = dict(checkpoint=dict(type='DisAlignCheckpointHook'))

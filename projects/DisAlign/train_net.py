@@ -18,6 +18,14 @@ OUTPUT_DIR/class_weights_rank{r}.json (to check that all processes train with th
 ``--demo`` registers the demo's tiny CPU backbone and its MODEL.TINY_BACKBONE keys
 (disalign_demo.det), needed by configs/detectron2/demo/ and quick_schedules/.
 
+``--resume`` continues the run in OUTPUT_DIR with the recipe its checkpoint was trained with:
+a config that changes a MODEL.DISALIGN key, MODEL.ROI_HEADS.NUM_CLASSES or DATASETS.TRAIN is
+refused (naming each key, both values) unless ``--allow-recipe-change`` is given;
+OUTPUT_DIR/config.yaml keeps the first start's config. When OUTPUT_DIR/last_checkpoint is empty
+or names a missing or truncated file, --resume loads the newest complete model_*.pth and logs
+it. Checkpoints and last_checkpoint are written atomically (a full disk leaves the previous
+ones intact).
+
 Before training (or --eval-only) every image of DATASETS.TRAIN and DATASETS.TEST (only TEST
 with --eval-only) must exist: a missing one is an error listing them, not a crash hours in.
 """

@@ -226,9 +226,8 @@ def test_damaged_last_checkpoint_on_resume(stage1, tmp_path, damage):
     out = tmp_path / "out"
     out.mkdir()
     good = (out1 / "model_final.pth").read_bytes()
-    (out / "model_0000001.pth").write_bytes(
-        good[: len(good) // 3] if damage == "checkpoint" else good
-    )
+    # truncated in both cases: no complete checkpoint for --resume to fall back to
+    (out / "model_0000001.pth").write_bytes(good[: len(good) // 3])
     (out / "last_checkpoint").write_text("model_0000001.pth" if damage == "checkpoint" else "")
     before = snapshot(tmp_path)
     argv = ["--resume", "--config-file", STAGE2_CFG, *common_opts(out, 4, test=False),

@@ -34,10 +34,17 @@ test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=64)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters))
+    # mmengine's CheckpointHook with atomic writes and a --resume that falls back to the newest
+    # complete checkpoint (disalign_mmengine.DisAlignCheckpointHook)
+    checkpoint=dict(type='DisAlignCheckpointHook', by_epoch=False, interval=max_iters))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
+# --resume continues only the recipe the checkpoint was trained with, and the work dir keeps the
+# first config (disalign_mmengine.DisAlignRecipeGuardHook).
+# Before any iteration: every label in [0, num_classes), every image on disk, the headers of a
+# sample of the images (disalign_cls.DisAlignDataCheckHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook'), dict(type='DisAlignRecipeGuardHook')]

@@ -70,12 +70,16 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
+    # mmengine's CheckpointHook with atomic writes and a --resume that falls back to the newest
+    # complete checkpoint (disalign_mmengine.DisAlignCheckpointHook)
+    checkpoint=dict(type='DisAlignCheckpointHook', by_epoch=False, interval=max_iters),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 # Before any iteration: every listed image/label map exists, and the GRW loss's frequency file
-# names the dataset's classes (disalign_seg.DisAlignDataCheckHook).
-custom_hooks = [dict(type='DisAlignDataCheckHook')]
+# names the dataset's classes (disalign_seg.DisAlignDataCheckHook); --resume continues only the
+# recipe the checkpoint was trained with, and the work dir keeps the first config
+# (disalign_mmengine.DisAlignRecipeGuardHook).
+custom_hooks = [dict(type='DisAlignDataCheckHook'), dict(type='DisAlignRecipeGuardHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
