@@ -24,21 +24,43 @@ Heads whose ``forward`` is ``classifier(pre_logits(feats))``: ``LinearClsHead``,
 ``CosineClsHead`` (this package), ``StackedLinearClsHead`` and ``VisionTransformerClsHead``
 (their classifiers are found by name, ``CLASSIFIER_NAMES``); any other such head works with
 ``classifier='<attribute path>'``.
+
+Two options beyond the paper (its recipe is the default), both reading the training images per
+class from ``class_frequencies`` (a dataset config whose annotation list is counted, a
+frequency file or a list: ``frequencies.load_class_counts``, as ``GRWCrossEntropyLoss``) or,
+when that is not given, from the head's ``GRWCrossEntropyLoss`` config:
+
+- ``posthoc=dict(type='logit_adjustment' | 'tau_norm', tau=1.0)`` (or just the type name):
+  the training-free calibration of the stage-1 classifier (core ``PosthocAdjustment``), for
+  ``tools/test.py <config> <stage-1 checkpoint>``. The logits are then the stage-1
+  classifier's, logit-adjusted (``z - tau log pi``, centred) or tau-normalised (rows
+  ``w_j / |w_j|^tau``, bias kept; refused for ``CosineClsHead``, whose rows are normalised
+  anyway); the DisAlign calibration is not applied (it is still built, so a stage-2 config and
+  its checkpoints load unchanged). Nothing is trained: ``loss`` is an error naming the key;
+- ``calibration=dict(margin_init='prior', prior_tau=1.0)``: stage 2 starts its margin at the
+  logit-adjustment solution (core ``DisAlignCalibration``), set when the head is built.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from disalign_core import DisAlignCalibration
+from disalign_core import DisAlignCalibration, PosthocAdjustment, posthoc_config
+
+from .cosine_head import CosineLinear
+from .frequencies import load_class_counts
 
 __all__ = ["CLASSIFIER_NAMES", "DisAlignClsHead", "calibrated_head_class"]
 
 HeadSpec = Union[str, type, dict]
+
+CALIBRATION_KEY = "model.head.calibration"
+POSTHOC_KEY = "model.head.posthoc"
+LOSS_KEY = "model.head.loss"
 
 # Attribute path of the final linear classifier of heads that do not call it ``fc``.
 CLASSIFIER_NAMES: Dict[str, str] = {"VisionTransformerClsHead": "layers.head"}
@@ -98,7 +120,15 @@ class DisAlignClsHead(ClsHead):
         head (str | dict | type): the head to calibrate: its registered name
             (``'LinearClsHead'``), its full config dict or its class.
         calibration (dict, optional): keyword arguments of ``DisAlignCalibration``:
-            ``use_magnitude``, ``use_margin``, ``confidence`` ("input" | "constant" | "none").
+            ``use_magnitude``, ``use_margin``, ``confidence`` ("input" | "constant" | "none");
+            ``margin_init`` ("zero", the paper, default; "prior": start the margin at
+            ``-prior_tau log pi``, see the module docstring), ``prior_tau`` (default 1.0) and
+            ``class_frequencies`` (the training images per class for "prior"; default: the
+            ``GRWCrossEntropyLoss``'s).
+        posthoc (str | dict, optional): a training-free calibration instead of DisAlign's:
+            ``dict(type='logit_adjustment' | 'tau_norm', tau=1.0, class_frequencies=None,
+            zero_count='error')`` or the type name alone. For testing a stage-1 checkpoint;
+            the head then refuses to compute a loss.
         classifier (str, optional): attribute path of the head's final linear classifier;
             default ``CLASSIFIER_NAMES`` for the head, else ``'fc'``.
         **head_kwargs: the inner head's own arguments (``num_classes``, ``in_channels``,
@@ -118,6 +148,7 @@ class DisAlignClsHead(ClsHead):
         head: HeadSpec,
         *,
         calibration: Optional[dict] = None,
+        posthoc: Union[None, str, dict] = None,
         classifier: Optional[str] = None,
         **head_kwargs,
     ):
@@ -141,7 +172,44 @@ class DisAlignClsHead(ClsHead):
         # Parameter names of the classifier, for the class-count check on loading.
         prefix = next(n for n, m in self.named_modules() if m is module)
         self._classifier_weight_key = f"{prefix}.{suffix}weight"
-        self.calibration = DisAlignCalibration(num_classes, in_channels, **(calibration or {}))
+        self._linear_name = f"{prefix}.{suffix}".rstrip(".")
+        loss_cfg = head_kwargs.get("loss")
+        calibration = dict(calibration or {})
+        if calibration.get("margin_init", "zero") == "prior":
+            counts, names, key = _class_counts(
+                calibration.pop("class_frequencies", None), loss_cfg, num_classes, CALIBRATION_KEY
+            )
+            calibration.update(class_counts=counts, class_names=names, counts_key=key)
+            calibration.setdefault("tau_key", f"{CALIBRATION_KEY}.prior_tau")
+        elif "class_frequencies" in calibration:
+            raise ValueError(
+                f"{CALIBRATION_KEY}.class_frequencies is only read with margin_init='prior'"
+            )
+        self.calibration = DisAlignCalibration(num_classes, in_channels, **calibration)
+        self.posthoc: Optional[PosthocAdjustment] = None
+        post = posthoc_config(posthoc, POSTHOC_KEY)
+        if post is not None:
+            counts = names = key = None
+            if post["type"] == "logit_adjustment":
+                counts, names, key = _class_counts(
+                    post["class_frequencies"], loss_cfg, num_classes, POSTHOC_KEY
+                )
+            elif isinstance(self.get_submodule(self._linear_name), CosineLinear):
+                raise ValueError(
+                    f"{POSTHOC_KEY}='tau_norm' changes nothing on a cosine classifier "
+                    f"({inner_name}): its class weights are normalised before use. Use "
+                    "'logit_adjustment', or tau_norm on a linear classifier"
+                )
+            self.posthoc = PosthocAdjustment(
+                post["type"],
+                num_classes,
+                tau=post["tau"],
+                class_counts=counts,
+                class_names=names,
+                zero_count=post["zero_count"],
+                tau_key=f"{POSTHOC_KEY}.tau",
+                counts_key=key,
+            )
 
     @property
     def classifier(self) -> nn.Module:
@@ -157,10 +225,27 @@ class DisAlignClsHead(ClsHead):
 
         Returns:
             Tensor: (N, K) calibrated logits ``(1 + sigma(x) alpha) z + sigma(x) beta`` with
-            ``z = classifier(x)`` the inner head's logits.
+            ``z = classifier(x)`` the inner head's logits; with ``posthoc``, ``z``
+            logit-adjusted or tau-normalised instead.
         """
         x = self.pre_logits(feats)
-        return self.calibration(self.classifier(x), x)
+        logits = self.classifier(x)
+        if self.posthoc is not None:
+            linear = self.get_submodule(self._linear_name)
+            return self.posthoc(logits, linear.weight, getattr(linear, "bias", None))
+        return self.calibration(logits, x)
+
+    def loss(self, *args, **kwargs) -> dict:
+        """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
+        if self.posthoc is not None:
+            raise ValueError(
+                f"{POSTHOC_KEY}={self.posthoc.type!r} is a training-free calibration for testing "
+                "a stage-1 checkpoint (tools/test.py <config> <checkpoint>): there is nothing to "
+                f"train. Remove {POSTHOC_KEY} to train (stage 1: the plain head; stage 2: "
+                f"DisAlign, whose margin can start at the class prior with "
+                f"{CALIBRATION_KEY}.margin_init='prior')"
+            )
+        return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -185,3 +270,23 @@ class DisAlignClsHead(ClsHead):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+def _class_counts(
+    source: Any, loss_cfg: Any, num_classes: int, key: str
+) -> Tuple[List[float], Optional[List[str]], str]:
+    """Training images per class for the class prior: ``source`` (``<key>.class_frequencies``),
+    else the GRW loss config's. Returns (counts, names, the config key they came from)."""
+    source_key = f"{key}.class_frequencies"
+    if source is None:
+        source = loss_cfg.get("class_frequencies") if isinstance(loss_cfg, dict) else None
+        source_key = f"{LOSS_KEY}.class_frequencies"
+        if source is None:
+            raise ValueError(
+                f"{key} needs the training images per class for the class prior: set "
+                f"{key}.class_frequencies to the training dataset config (its annotation list "
+                "is counted), a frequency file or a list, as GRWCrossEntropyLoss reads them, or "
+                f"use a GRWCrossEntropyLoss in {LOSS_KEY}, whose frequencies are then used"
+            )
+    counts, names = load_class_counts(source, num_classes, key=source_key)
+    return counts, names, source_key

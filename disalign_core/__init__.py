@@ -1,8 +1,9 @@
 """Framework-free DisAlign core: calibration, generalized re-weighting, long-tail groups,
-freezing and class-frequency files. Pure PyTorch; imports neither detectron2, MMSegmentation
-nor MMPretrain."""
+freezing, class-frequency files and the training-free post-hoc calibrations (logit
+adjustment, tau-normalisation). Pure PyTorch; imports neither detectron2, MMSegmentation nor
+MMPretrain."""
 
-from .calibration import CONFIDENCE_MODES, DisAlignCalibration
+from .calibration import CONFIDENCE_MODES, MARGIN_INITS, DisAlignCalibration, confidence_at_start
 from .freezing import (
     LOCKS,
     MODE_DEPENDENT_LAYERS,
@@ -28,6 +29,16 @@ from .groups import (
     groups_by_share,
 )
 from .losses import AVG_MODES, REDUCTIONS, check_reduction, full_class_weights, grw_cross_entropy
+from .posthoc import (
+    POSTHOC_TYPES,
+    PosthocAdjustment,
+    check_tau,
+    logit_adjustment_margin,
+    posthoc_config,
+    tau_norm_scale,
+    tau_normalize,
+    tau_normalized_logits,
+)
 from .reweighting import ZERO_COUNT_POLICIES, check_class_counts, grw_class_weights
 from .stage1_checkpoint import (
     Stage1CheckpointMismatch,
@@ -40,7 +51,9 @@ from .stage1_checkpoint import (
 __all__ = [
     # calibration
     "CONFIDENCE_MODES",
+    "MARGIN_INITS",
     "DisAlignCalibration",
+    "confidence_at_start",
     # freezing
     "LOCKS",
     "MODE_DEPENDENT_LAYERS",
@@ -68,6 +81,15 @@ __all__ = [
     "check_reduction",
     "full_class_weights",
     "grw_cross_entropy",
+    # post-hoc (training-free) calibration
+    "POSTHOC_TYPES",
+    "PosthocAdjustment",
+    "check_tau",
+    "logit_adjustment_margin",
+    "posthoc_config",
+    "tau_norm_scale",
+    "tau_normalize",
+    "tau_normalized_logits",
     # reweighting
     "ZERO_COUNT_POLICIES",
     "check_class_counts",

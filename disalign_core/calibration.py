@@ -26,16 +26,38 @@ Differences from the authors' released code, kept on purpose:
   iterations the pull is small either way: ``lr * wd`` = 5e-6 of the stored value per step,
   about 2% over the run (their ``s`` 1 -> 0.98 without gradient, our ``alpha`` x 0.98).
   Exclude ``alpha`` from decay with an optimizer ``paramwise_cfg`` to remove it altogether.
+
+Our option beyond the paper, off by default: ``margin_init="prior"`` starts the margin at the
+logit-adjustment solution instead of 0, so that stage 2 learns only what the class prior does
+not give. The calibrated logits then start at ``z + (sigma(x) / sigma_0) * m`` with
+``m = -prior_tau * log(pi)`` (centred: mean 0 over the K classes; core
+``logit_adjustment_margin``) and ``beta = m / sigma_0``, ``sigma_0 = confidence_at_start(mode)``
+the confidence a freshly built calibration has:
+
+- "none": sigma = 1, so ``beta = m`` and the start is exactly logit adjustment (with
+  ``use_magnitude=False`` and nothing trained, this *is* logit adjustment);
+- "constant": sigma = sigmoid(b) with b = 0 at the start: exactly 0.5, so ``sigma * beta = m``;
+- "input": sigma(x) = sigmoid(v . x + b) with b = 0 and v ~ N(0, 0.01^2): 0.5 at v . x = 0,
+  close to it for every input at the start (``sigma(x) * beta = m`` up to that spread);
+- "input_bn_relu": sigmoid(relu(bn(v . x))) >= 0.5: 0.5 is its smallest value, taken where the
+  normalised score is <= 0 (half the pixels of a training batch); elsewhere
+  ``sigma(x) * beta = (sigma(x) / 0.5) * m`` starts between ``m`` and ``2 m``.
+
+A checkpoint holds ``beta`` itself, so stage-2 checkpoints load and resume as always; a
+stage-1 checkpoint, which has no calibration, leaves the prior start in place.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CONFIDENCE_MODES", "DisAlignCalibration"]
+from .posthoc import logit_adjustment_margin
+from .reweighting import Counts
+
+__all__ = ["CONFIDENCE_MODES", "MARGIN_INITS", "DisAlignCalibration", "confidence_at_start"]
 
 # "input": sigma(x) = sigmoid(v . x + b), the paper's input-dependent confidence.
 # "input_bn_relu": sigma(x) = sigmoid(relu(bn(v . x))), the authors' segmentation code (>= 0.5).
@@ -43,6 +65,16 @@ __all__ = ["CONFIDENCE_MODES", "DisAlignCalibration"]
 # "none": sigma = 1, magnitude and margin applied as they are.
 CONFIDENCE_MODES = ("input", "input_bn_relu", "constant", "none")
 _INPUT_MODES = ("input", "input_bn_relu")
+# "zero": beta = 0, the identity start (the paper). "prior": the logit-adjustment start.
+MARGIN_INITS = ("zero", "prior")
+
+
+def confidence_at_start(confidence: str) -> float:
+    """sigma_0, the confidence of a freshly built calibration that ``margin_init="prior"``
+    divides by: 1 for "none", 0.5 (sigmoid(0)) for the others (module docstring)."""
+    if confidence not in CONFIDENCE_MODES:
+        raise ValueError(f"confidence must be one of {CONFIDENCE_MODES}, got {confidence!r}")
+    return 1.0 if confidence == "none" else 0.5
 
 
 class DisAlignCalibration(nn.Module):
@@ -55,6 +87,15 @@ class DisAlignCalibration(nn.Module):
         use_magnitude (bool): learn the magnitude ``alpha``; if False it stays 0.
         use_margin (bool): learn the margin ``beta``; if False it stays 0.
         confidence (str): one of ``CONFIDENCE_MODES``.
+        margin_init (str): "zero" (the paper: identity start) or "prior": ``beta`` starts at
+            ``-prior_tau * log(pi) / sigma_0``, centred (module docstring).
+        class_counts (sequence or Tensor, optional): (K,) training counts giving ``pi``; only
+            with ``margin_init="prior"``, which requires them.
+        prior_tau (float): tau of the prior start, >= 0.
+        class_names (sequence of str, optional): named in the zero-count error.
+        zero_count (str): a class with count 0: "error" (default) or "warn", as
+            ``posthoc.logit_adjustment_margin``.
+        counts_key, tau_key (str, optional): config keys named in errors.
     """
 
     def __init__(
@@ -65,6 +106,13 @@ class DisAlignCalibration(nn.Module):
         use_magnitude: bool = True,
         use_margin: bool = True,
         confidence: str = "input",
+        margin_init: str = "zero",
+        class_counts: Optional[Counts] = None,
+        prior_tau: float = 1.0,
+        class_names: Optional[Sequence[str]] = None,
+        zero_count: str = "error",
+        counts_key: Optional[str] = None,
+        tau_key: Optional[str] = None,
     ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -75,6 +123,20 @@ class DisAlignCalibration(nn.Module):
             raise ValueError(
                 f"in_channels must be a positive int for confidence={confidence!r}, "
                 f"got {in_channels!r}"
+            )
+        if margin_init not in MARGIN_INITS:
+            raise ValueError(f"margin_init must be one of {MARGIN_INITS}, got {margin_init!r}")
+        if margin_init == "prior" and not use_margin:
+            raise ValueError("margin_init='prior' needs the margin: use_margin=True")
+        if margin_init == "prior" and class_counts is None:
+            raise ValueError(
+                "margin_init='prior' needs the training class counts"
+                + (f" ({counts_key})" if counts_key else "")
+            )
+        if margin_init == "zero" and class_counts is not None:
+            raise ValueError(
+                "class_counts are only used with margin_init='prior'"
+                + (f" ({counts_key})" if counts_key else "")
             )
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -90,6 +152,20 @@ class DisAlignCalibration(nn.Module):
             # gradient (DistributedDataParallel reports such parameters as unused).
             confidence = "none"
             self.confidence_mode = confidence
+        self.margin_init = margin_init
+        self.prior_tau = prior_tau if margin_init == "prior" else None
+        if margin_init == "prior":
+            prior = logit_adjustment_margin(
+                class_counts,
+                prior_tau,
+                num_classes=num_classes,
+                class_names=class_names,
+                zero_count=zero_count,
+                tau_key=tau_key,
+                counts_key=counts_key,
+            )
+            with torch.no_grad():
+                self.beta.copy_(prior / confidence_at_start(confidence))
         self.confidence_norm: Optional[nn.Module] = None
         if confidence == "input":
             # v and b of sigma(x) = sigmoid(v . x + b); a 1x1 conv on dense maps.
@@ -185,4 +261,9 @@ class DisAlignCalibration(nn.Module):
             f"num_classes={self.num_classes}, in_channels={self.in_channels}, "
             f"magnitude={self.alpha is not None}, margin={self.beta is not None}, "
             f"confidence={self.confidence_mode!r}"
+            + (
+                f", margin_init='prior', prior_tau={self.prior_tau}"
+                if self.margin_init == "prior"
+                else ""
+            )
         )

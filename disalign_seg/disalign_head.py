@@ -19,21 +19,45 @@ wrapper around it:
   checkpoint of the plain model therefore loads (``model.stage1_checkpoint``, ``load_from``)
   and every weight lands;
   the calibration, absent from it, keeps its identity start.
+
+Two options beyond the paper (its recipe is the default), both reading the training class
+frequencies from ``class_frequencies`` (a frequency file or list, as ``GRWCrossEntropyLoss``
+reads them) or, when that is not given, from the head's ``GRWCrossEntropyLoss`` config:
+
+- ``posthoc=dict(type='logit_adjustment' | 'tau_norm', tau=1.0)`` (or just the type name):
+  the training-free calibration of the stage-1 classifier (core ``PosthocAdjustment``), for
+  ``tools/test.py <config> <stage-1 checkpoint>``. The head's logits are then the stage-1
+  ``conv_seg`` logits, logit-adjusted (``z - tau log pi``, centred) or tau-normalised
+  (``conv_seg`` rows ``w_j / |w_j|^tau``, bias kept); the DisAlign calibration is not applied
+  (it is still built, so a stage-2 config and its checkpoints load unchanged: a stage-2
+  checkpoint gives the same result as its stage-1 checkpoint). Nothing is trained: ``loss``
+  is an error naming the key;
+- ``calibration=dict(margin_init='prior', prior_tau=1.0)``: stage 2 starts its margin at the
+  logit-adjustment solution (core ``DisAlignCalibration``), set when the head is built.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from disalign_core import DisAlignCalibration
+from disalign_core import (
+    DisAlignCalibration,
+    PosthocAdjustment,
+    posthoc_config,
+    read_class_frequencies,
+)
 
 __all__ = ["DisAlignHead", "calibrated_head_class"]
 
 HeadSpec = Union[str, type, dict]
+
+CALIBRATION_KEY = "model.decode_head.calibration"
+POSTHOC_KEY = "model.decode_head.posthoc"
+LOSS_KEY = "model.decode_head.loss_decode"
 
 # inner head class -> its calibrated subclass, made once so that isinstance and pickling work.
 _CALIBRATED: Dict[type, type] = {}
@@ -78,7 +102,14 @@ class DisAlignHead(BaseDecodeHead):
             ``use_magnitude``, ``use_margin``, ``confidence`` ("input": the paper's, default;
             "input_bn_relu": the authors' code, 1x1 conv + norm + ReLU before the sigmoid, its
             norm synchronised across GPUs when the head's ``norm_cfg`` is SyncBN, as theirs;
-            "constant"; "none").
+            "constant"; "none"); ``margin_init`` ("zero", the paper, default; "prior": start
+            the margin at ``-prior_tau log pi``, see the module docstring), ``prior_tau``
+            (default 1.0) and ``class_frequencies`` (the training frequencies for "prior";
+            default: the ``GRWCrossEntropyLoss``'s).
+        posthoc (str | dict, optional): a training-free calibration instead of DisAlign's:
+            ``dict(type='logit_adjustment' | 'tau_norm', tau=1.0, class_frequencies=None,
+            zero_count='error')`` or the type name alone. For testing a stage-1 checkpoint;
+            the head then refuses to compute a loss.
         **head_kwargs: the inner head's own arguments (``in_channels``, ``channels``,
             ``num_classes``, ``loss_decode``, ...); they update ``head`` when it is a dict.
             Passing them flat lets a stage-2 config inherit them from the stage-1 config.
@@ -94,7 +125,14 @@ class DisAlignHead(BaseDecodeHead):
             cls = calibrated_head_class(head)
         return super().__new__(cls)
 
-    def __init__(self, head: HeadSpec, *, calibration: Optional[dict] = None, **head_kwargs):
+    def __init__(
+        self,
+        head: HeadSpec,
+        *,
+        calibration: Optional[dict] = None,
+        posthoc: Union[None, str, dict] = None,
+        **head_kwargs,
+    ):
         if isinstance(head, dict):
             head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
         super().__init__(**head_kwargs)
@@ -105,10 +143,39 @@ class DisAlignHead(BaseDecodeHead):
                 "(nn.Conv2d) to calibrate"
             )
         self._check_loss_class_counts()
+        num_logits = conv_seg.out_channels
+        loss_cfg = head_kwargs.get("loss_decode")
+        calibration = dict(calibration or {})
+        if calibration.get("margin_init", "zero") == "prior":
+            counts, names, key = _class_frequencies(
+                calibration.pop("class_frequencies", None), loss_cfg, num_logits, CALIBRATION_KEY
+            )
+            calibration.update(class_counts=counts, class_names=names, counts_key=key)
+            calibration.setdefault("tau_key", f"{CALIBRATION_KEY}.prior_tau")
+        elif "class_frequencies" in calibration:
+            raise ValueError(
+                f"{CALIBRATION_KEY}.class_frequencies is only read with margin_init='prior'"
+            )
         # K logits of conv_seg, confidence from its C input channels.
-        self.calibration = DisAlignCalibration(
-            conv_seg.out_channels, conv_seg.in_channels, **(calibration or {})
-        )
+        self.calibration = DisAlignCalibration(num_logits, conv_seg.in_channels, **calibration)
+        self.posthoc: Optional[PosthocAdjustment] = None
+        post = posthoc_config(posthoc, POSTHOC_KEY)
+        if post is not None:
+            counts = names = key = None
+            if post["type"] == "logit_adjustment":
+                counts, names, key = _class_frequencies(
+                    post["class_frequencies"], loss_cfg, num_logits, POSTHOC_KEY
+                )
+            self.posthoc = PosthocAdjustment(
+                post["type"],
+                num_logits,
+                tau=post["tau"],
+                class_counts=counts,
+                class_names=names,
+                zero_count=post["zero_count"],
+                tau_key=f"{POSTHOC_KEY}.tau",
+                counts_key=key,
+            )
         if self.calibration.confidence_norm is not None and "Sync" in str(
             (self.norm_cfg or {}).get("type", "")
         ):
@@ -146,8 +213,24 @@ class DisAlignHead(BaseDecodeHead):
         Returns:
             Tensor: (N, K, H, W) calibrated logits ``(1 + sigma(feat) alpha) z + sigma(feat) beta``
             with ``z`` the inner head's logits. The confidence sees ``feat`` before dropout.
+            With ``posthoc``: ``z`` logit-adjusted or tau-normalised instead.
         """
-        return self.calibration(super().cls_seg(feat), feat)
+        logits = super().cls_seg(feat)
+        if self.posthoc is not None:
+            return self.posthoc(logits, self.conv_seg.weight, self.conv_seg.bias)
+        return self.calibration(logits, feat)
+
+    def loss(self, *args, **kwargs) -> dict:
+        """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
+        if self.posthoc is not None:
+            raise ValueError(
+                f"{POSTHOC_KEY}={self.posthoc.type!r} is a training-free calibration for testing "
+                "a stage-1 checkpoint (tools/test.py <config> <checkpoint>): there is nothing to "
+                f"train. Remove {POSTHOC_KEY} to train (stage 1: the plain head; stage 2: "
+                f"DisAlign, whose margin can start at the class prior with "
+                f"{CALIBRATION_KEY}.margin_init='prior')"
+            )
+        return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -167,3 +250,33 @@ class DisAlignHead(BaseDecodeHead):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+def _loss_frequency_source(loss_cfg: Any) -> Tuple[Any, Optional[str]]:
+    """The ``class_frequencies`` of the first loss config that has them (GRWCrossEntropyLoss),
+    and its config key; (None, None) when none has."""
+    cfgs: List[Any] = list(loss_cfg) if isinstance(loss_cfg, (list, tuple)) else [loss_cfg]
+    for i, cfg in enumerate(cfgs):
+        if isinstance(cfg, dict) and cfg.get("class_frequencies") is not None:
+            index = f"[{i}]" if isinstance(loss_cfg, (list, tuple)) else ""
+            return cfg["class_frequencies"], f"{LOSS_KEY}{index}.class_frequencies"
+    return None, None
+
+
+def _class_frequencies(
+    source: Any, loss_cfg: Any, num_classes: int, key: str
+) -> Tuple[List[float], Optional[List[str]], str]:
+    """Training class frequencies for the class prior: ``source`` (``<key>.class_frequencies``),
+    else the GRW loss's. Returns (counts, names, the config key they came from)."""
+    source_key = f"{key}.class_frequencies"
+    if source is None:
+        source, source_key = _loss_frequency_source(loss_cfg)
+        if source is None:
+            raise ValueError(
+                f"{key} needs the training class pixel frequencies for the class prior: set "
+                f"{key}.class_frequencies to a frequency file or list (as GRWCrossEntropyLoss "
+                "reads; tools/compute_pixel_frequencies.py writes one), or use a "
+                f"GRWCrossEntropyLoss in {LOSS_KEY}, whose frequencies are then used"
+            )
+    counts, names = read_class_frequencies(source, key=source_key, num_classes=num_classes)
+    return counts, names, source_key
