@@ -215,8 +215,9 @@ def load_stage1_checkpoint(
     )
     print_log(
         f"DisAlign stage 2: the stage-1 checkpoint {checkpoint} ({config_key}) fits the model: "
-        f"{loaded} tensors loaded from it, everything but the calibration{note}; new, at the "
-        f"identity start: {', '.join(new) if new else 'none (the checkpoint has a calibration)'}",
+        f"{loaded} tensors loaded from it, everything but the calibration{note}; new, at their start (the identity, or the "
+        "prior margin with margin_init='prior'): "
+        f"{', '.join(new) if new else 'none (the checkpoint has a calibration)'}",
         logger="current",
     )
     return new

@@ -65,7 +65,7 @@ def test_two_stages_test_and_resume_with_stock_scripts(tmp_path):
     )
     assert f"loading the stage-1 checkpoint {ckpt1}" in out2
     new = re.search(
-        r"fits the model: \d+ tensors loaded from it, .*new, at the identity start: (.*)", out2
+        r"fits the model: \d+ tensors loaded from it, .*new, at their start \(.*?\): (.*)", out2
     )
     assert new and set(new.group(1).strip().split(", ")) == {
         f"decode_head.calibration.{n}"
