@@ -34,6 +34,8 @@ def test_det_demo_quick(tmp_path):
     assert min(counts) <= 10 and max(counts) > 100
     assert any(a != 0.0 for a in results["alpha"]) and any(b != 0.0 for b in results["beta"])
     commands = results["commands"]
-    assert len(commands) == 2 and all("train_net.py --demo --register" in c for c in commands)
+    # stage 1, stage 2 (train_net.py), then the per-class comparison (tools/compare_results.py)
+    assert len(commands) == 3 and all("train_net.py --demo --register" in c for c in commands[:2])
     assert "disalign_faster_rcnn_tiny_synth.yaml" in commands[1]
+    assert "compare_results.py --framework det" in commands[2]
     assert results["seconds"] > 0

@@ -3,6 +3,7 @@ config and checkpoint, and projects/DisAlign/demo.py (stage 1 and DisAlign side 
 tiny stage 1 and stage 2 trained here on the generated data."""
 
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +35,27 @@ def _load_demo():
 
 
 demo = _load_demo()
+
+
+@pytest.fixture(autouse=True)
+def restore_loggers():
+    """demo.main sets up detectron2's loggers as a script does (handlers, propagate=False);
+    restore them so that later tests' caplog still sees disalign_det's records."""
+    names = ("fvcore", "disalign_det", "detectron2")
+    saved = {
+        n: (
+            list(logging.getLogger(n).handlers),
+            logging.getLogger(n).propagate,
+            logging.getLogger(n).level,
+        )
+        for n in names
+    }
+    yield
+    for n, (handlers, propagate, level) in saved.items():
+        log = logging.getLogger(n)
+        log.handlers[:] = handlers
+        log.propagate = propagate
+        log.setLevel(level)
 
 
 @pytest.fixture(scope="module")
