@@ -40,6 +40,17 @@ from .posthoc import (
     tau_normalized_logits,
 )
 from .reweighting import ZERO_COUNT_POLICIES, check_class_counts, grw_class_weights
+from .run_files import (
+    HASH_SUFFIX,
+    NOT_SET,
+    ResumeChoice,
+    atomic_write,
+    file_sha256,
+    is_complete_checkpoint,
+    plain_value,
+    recipe_differences,
+    resolve_resume_checkpoint,
+)
 from .stage1_checkpoint import (
     Stage1CheckpointMismatch,
     check_stage1_keys,
@@ -94,6 +105,16 @@ __all__ = [
     "ZERO_COUNT_POLICIES",
     "check_class_counts",
     "grw_class_weights",
+    # run files
+    "HASH_SUFFIX",
+    "NOT_SET",
+    "ResumeChoice",
+    "atomic_write",
+    "file_sha256",
+    "is_complete_checkpoint",
+    "plain_value",
+    "recipe_differences",
+    "resolve_resume_checkpoint",
     # stage-1 checkpoints
     "Stage1CheckpointMismatch",
     "check_stage1_keys",

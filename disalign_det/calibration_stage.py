@@ -37,15 +37,11 @@ Checkpoint files survive a full disk and record their recipe:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
 import re
-import secrets
-import zipfile
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 import torch
@@ -56,24 +52,28 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from torch import nn
 
 from disalign_core import (
+    HASH_SUFFIX,
+    ResumeChoice,
     Stage1CheckpointMismatch,
+    atomic_write,
     check_stage1_keys,
     describe_local_file,
+    file_sha256,
     freeze_all_but_calibration,
     is_calibration_key,
     is_url,
+    plain_value,
 )
+from disalign_core import resolve_resume_checkpoint as resolve_checkpoint_in
 
 from .modeling.rpn import DisAlignRPN
 
 __all__ = [
     "DisAlignCheckpointer",
-    "ResumeChoice",
     "check_box_predictor_shapes",
     "disalign_recipe",
     "freeze_for_calibration",
     "read_checkpoint_recipe",
-    "recipe_differences",
     "resolve_resume_checkpoint",
 ]
 
@@ -86,11 +86,27 @@ _SHOWN = 5
 # The checkpoint key of the run's recipe, and the pointer file to the last checkpoint.
 RECIPE_KEY = "disalign_recipe"
 POINTER = "last_checkpoint"
-HASH_SUFFIX = " (sha256 of the file)"
 # detectron2's checkpoint names: model_{iter:07d}.pth and model_final.pth (the newest).
 _CHECKPOINT_NAME = re.compile(r"^model_(\d+|final)\.pth$")
-# torch.save's zip format starts with a local file header.
-_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _checkpoint_order(name: str) -> Optional[float]:
+    """A file name's place among OUTPUT_DIR's checkpoints (model_final.pth last), or None."""
+    match = _CHECKPOINT_NAME.match(name)
+    if not match:
+        return None
+    return float("inf") if match.group(1) == "final" else int(match.group(1))
+
+
+def resolve_resume_checkpoint(save_dir: str) -> ResumeChoice:
+    """The checkpoint ``--resume`` loads from ``save_dir`` (OUTPUT_DIR): the one
+    ``last_checkpoint`` names when it is complete, otherwise the newest complete
+    ``model_*.pth`` (core ``resolve_resume_checkpoint``)."""
+    return resolve_checkpoint_in(
+        os.path.join(save_dir, POINTER),
+        lambda name: os.path.join(save_dir, name),
+        _checkpoint_order,
+    )
 
 
 def check_box_predictor_shapes(
@@ -169,25 +185,6 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as plain dicts, lists and scalars (what torch.load(weights_only=True) reads)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def disalign_recipe(cfg: Union[CfgNode, Mapping]) -> Dict[str, Any]:
     """The keys that define a run's DisAlign recipe: every ``MODEL.DISALIGN`` key (rho, the
     frequency source, the calibration switches, ...), ``MODEL.ROI_HEADS.NUM_CLASSES``,
@@ -202,30 +199,15 @@ def disalign_recipe(cfg: Union[CfgNode, Mapping]) -> Dict[str, Any]:
     """
     model = cfg.get("MODEL", {}) or {}
     disalign = model.get("DISALIGN", {}) or {}
-    recipe = {f"MODEL.DISALIGN.{k}": _plain(v) for k, v in disalign.items()}
-    recipe["MODEL.ROI_HEADS.NUM_CLASSES"] = _plain(
+    recipe = {f"MODEL.DISALIGN.{k}": plain_value(v) for k, v in disalign.items()}
+    recipe["MODEL.ROI_HEADS.NUM_CLASSES"] = plain_value(
         (model.get("ROI_HEADS", {}) or {}).get("NUM_CLASSES")
     )
-    recipe["DATASETS.TRAIN"] = _plain((cfg.get("DATASETS", {}) or {}).get("TRAIN"))
+    recipe["DATASETS.TRAIN"] = plain_value((cfg.get("DATASETS", {}) or {}).get("TRAIN"))
     frequency_file = disalign.get("FREQUENCY_FILE")
     if frequency_file and os.path.isfile(frequency_file):
-        recipe["MODEL.DISALIGN.FREQUENCY_FILE" + HASH_SUFFIX] = _sha256(frequency_file)
+        recipe["MODEL.DISALIGN.FREQUENCY_FILE" + HASH_SUFFIX] = file_sha256(frequency_file)
     return recipe
-
-
-def recipe_differences(
-    old: Mapping[str, Any], new: Mapping[str, Any]
-) -> List[Tuple[str, Any, Any]]:
-    """(key, old value, new value) of every recipe key that differs, sorted by key; a file's
-    hash is compared only when both recipes have one. A key one recipe lacks is "<not set>"."""
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        if key.endswith(HASH_SUFFIX) and (key not in old or key not in new):
-            continue
-        before, after = _plain(old.get(key, "<not set>")), _plain(new.get(key, "<not set>"))
-        if before != after:
-            diffs.append((key, before, after))
-    return diffs
 
 
 def read_checkpoint_recipe(path: str) -> Optional[Dict[str, Any]]:
@@ -237,119 +219,6 @@ def read_checkpoint_recipe(path: str) -> Optional[Dict[str, Any]]:
         return None
     recipe = data.get(RECIPE_KEY) if isinstance(data, dict) else None
     return dict(recipe) if isinstance(recipe, Mapping) else None
-
-
-def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, flush it to disk and rename it onto
-    ``path``: ``path`` is always whole, old or new. On error the temporary file is removed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(
-        folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    )
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable (POSIX)
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """``_atomic_write`` of bytes (config files, the pointer)."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` was written to its end: torch.save's zip format ends with the archive's
-    directory, so a cut-off file does not open as a zip archive. An empty file is incomplete; a
-    non-empty file in another format counts as complete (loading it decides)."""
-    try:
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            return False
-        with open(path, "rb") as f:
-            if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
-                return True
-        with zipfile.ZipFile(path) as archive:
-            return bool(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-@dataclass
-class ResumeChoice:
-    """What ``--resume`` loads from OUTPUT_DIR.
-
-    Attributes:
-        path: the checkpoint file; None: nothing to resume (training starts from MODEL.WEIGHTS).
-        pointer: the text of OUTPUT_DIR/last_checkpoint (None: no such file).
-        fallback: why ``path`` is not the file the pointer names (None: it is).
-    """
-
-    path: Optional[str]
-    pointer: Optional[str]
-    fallback: Optional[str] = None
-
-
-def resolve_resume_checkpoint(save_dir: str) -> ResumeChoice:
-    """The checkpoint ``--resume`` loads from ``save_dir`` (OUTPUT_DIR): the one
-    ``last_checkpoint`` names when it is complete, otherwise the newest complete
-    ``model_*.pth`` (``model_final.pth`` first, then by iteration). Without a complete one,
-    ``path`` is the file the pointer names (its load fails naming it), or None."""
-    pointer_file = os.path.join(save_dir, POINTER)
-    pointer = None
-    if os.path.isfile(pointer_file):
-        with open(pointer_file, encoding="utf-8", errors="replace") as f:
-            pointer = f.read().strip()
-    named = os.path.join(save_dir, pointer) if pointer else None
-    if named and is_complete_checkpoint(named):
-        return ResumeChoice(named, pointer)
-    if pointer is None:
-        problem = f"there is no {pointer_file}"
-    elif not pointer:
-        problem = f"{pointer_file} is empty (cut off while being written?)"
-    elif not os.path.exists(named):
-        problem = f"{pointer_file} names {pointer!r}, which is not a file in OUTPUT_DIR"
-    else:
-        problem = (
-            f"{pointer_file} names {pointer!r}, which is empty or truncated (cut off while "
-            "being written?)"
-        )
-    try:
-        names = os.listdir(save_dir)
-    except OSError:
-        names = []
-    candidates = []
-    for name in names:
-        match = _CHECKPOINT_NAME.match(name)
-        if match:
-            order = float("inf") if match.group(1) == "final" else int(match.group(1))
-            candidates.append((order, os.path.join(save_dir, name)))
-    for _, candidate in sorted(candidates, reverse=True):
-        if candidate != named and is_complete_checkpoint(candidate):
-            return ResumeChoice(
-                candidate,
-                pointer,
-                f"{problem}: resuming from {candidate}, the newest complete checkpoint of "
-                "OUTPUT_DIR",
-            )
-    return ResumeChoice(named, pointer)
 
 
 class DisAlignCheckpointer(DetectionCheckpointer):
@@ -428,7 +297,7 @@ class DisAlignCheckpointer(DetectionCheckpointer):
             with open(pointer_file, encoding="utf-8", errors="replace") as f:
                 previous = f.read().strip()
         try:
-            _atomic_write(save_file, lambda f: torch.save(data, f))
+            atomic_write(save_file, lambda f: torch.save(data, f))
             self.tag_last_checkpoint(basename)
         except OSError as e:
             kept = (
@@ -446,9 +315,7 @@ class DisAlignCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._local():
             return super().tag_last_checkpoint(last_filename_basename)
-        atomic_write_bytes(
-            os.path.join(self.save_dir, POINTER), last_filename_basename.encode("utf-8")
-        )
+        atomic_write(os.path.join(self.save_dir, POINTER), last_filename_basename)
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         if resume and self._local():

@@ -44,14 +44,13 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.utils import comm
 from torch import nn
 
+from disalign_core import NOT_SET, atomic_write, is_complete_checkpoint, recipe_differences
+
 from .calibration_stage import (
     DisAlignCheckpointer,
-    atomic_write_bytes,
     disalign_recipe,
     freeze_for_calibration,
-    is_complete_checkpoint,
     read_checkpoint_recipe,
-    recipe_differences,
     resolve_resume_checkpoint,
 )
 from .config import add_disalign_config
@@ -271,7 +270,7 @@ def setup(args: argparse.Namespace, config_hooks: Sequence[ConfigHook] = ()) -> 
 
 
 def _show(value) -> str:
-    text = value if value == "<not set>" else repr(value)
+    text = value if value == NOT_SET else repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -354,8 +353,8 @@ def _default_setup_keeping_first_config(cfg: CfgNode, args: argparse.Namespace) 
     this_start, n = f"{stem}.yaml", 1
     while os.path.exists(this_start):
         this_start, n = f"{stem}-{n}.yaml", n + 1
-    atomic_write_bytes(this_start, now)
-    atomic_write_bytes(path, first)
+    atomic_write(this_start, now)
+    atomic_write(path, first)
     logger.info(
         f"{path} keeps the config of the run's first start; this start's config is {this_start}"
     )

@@ -19,8 +19,6 @@ never MMSegmentation or MMPretrain, so each plugin works without the other frame
 from .atomic_checkpoints import (
     AtomicLocalBackend,
     DisAlignCheckpointHook,
-    atomic_write,
-    is_complete_checkpoint,
     resolve_resume_checkpoint,
 )
 from .calibration_stage import CalibrationStageMixin, load_stage1_checkpoint
@@ -33,12 +31,7 @@ from .checkpoints import (
     mmengine_checkpoint_safe_globals,
     torch_hub_cache_file,
 )
-from .recipe_guard import (
-    DisAlignRecipeGuardHook,
-    RecipeChangedError,
-    recipe_differences,
-    recipe_from_config,
-)
+from .recipe_guard import DisAlignRecipeGuardHook, RecipeChangedError, recipe_from_config
 
 __all__ = [
     "AtomicLocalBackend",
@@ -48,14 +41,11 @@ __all__ = [
     "DisAlignRecipeGuardHook",
     "RecipeChangedError",
     "allow_mmengine_checkpoints",
-    "atomic_write",
     "download_checkpoint",
     "install_checkpoint_errors",
-    "is_complete_checkpoint",
     "load_local_checkpoint",
     "load_stage1_checkpoint",
     "mmengine_checkpoint_safe_globals",
-    "recipe_differences",
     "recipe_from_config",
     "resolve_resume_checkpoint",
     "torch_hub_cache_file",

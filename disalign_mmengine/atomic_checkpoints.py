@@ -37,10 +37,7 @@ import logging
 import os
 import os.path as osp
 import re
-import secrets
-import zipfile
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
@@ -48,13 +45,13 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from disalign_core import ResumeChoice, atomic_write
+from disalign_core import resolve_resume_checkpoint as resolve_checkpoint_in
+
 __all__ = [
     "ATOMIC_BACKEND",
     "AtomicLocalBackend",
     "DisAlignCheckpointHook",
-    "ResumeChoice",
-    "atomic_write",
-    "is_complete_checkpoint",
     "resolve_resume_checkpoint",
 ]
 
@@ -63,49 +60,6 @@ ATOMIC_BACKEND = "disalign_atomic_local"
 POINTER = "last_checkpoint"
 # mmengine's default checkpoint names (CheckpointHook.filename_tmpl).
 DEFAULT_TEMPLATES = ("iter_{}.pth", "epoch_{}.pth")
-# torch.save's zip format starts with a local file header.
-_ZIP_MAGIC = b"PK\x03\x04"
-
-
-def atomic_write(path: str, data: Union[bytes, str], encoding: str = "utf-8") -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either its old or its new contents.
-
-    Writes a temporary file in the same folder (created with the permissions ``open`` would
-    give), flushes it to disk, renames it onto ``path`` and flushes the folder. On any error the
-    temporary file is removed and ``path`` is untouched.
-    """
-    if isinstance(data, str):
-        data = data.encode(encoding)
-    folder = osp.dirname(osp.abspath(path))
-    tmp = osp.join(folder, f".{osp.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -124,58 +78,20 @@ class AtomicLocalBackend(LocalBackend):
 register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
 
 
-def is_complete_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a checkpoint file that was written to its end.
-
-    torch.save's zip format ends with the archive's central directory, so a cut-off file does
-    not open as a zip archive. An empty file is incomplete; a non-empty file in another format
-    (torch's legacy pickle format) counts as complete, loading it decides.
-    """
-    try:
-        if not osp.isfile(path) or osp.getsize(path) == 0:
-            return False
-        with open(path, "rb") as f:
-            head = f.read(len(_ZIP_MAGIC))
-        if head != _ZIP_MAGIC:
-            return True
-        with zipfile.ZipFile(path) as archive:
-            return bool(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def _numbered_checkpoints(folder: str, templates: Sequence[str]) -> List[Tuple[int, str]]:
-    """(number, path) of the files of ``folder`` named by one of ``templates``, newest first."""
+def _template_order(templates: Sequence[str]) -> Callable[[str], Optional[float]]:
+    """A file name's iteration or epoch under one of ``templates`` (``iter_{}.pth``), or None."""
     patterns = [
         re.compile("^" + re.escape(t).replace(re.escape("{}"), r"(\d+)") + "$") for t in templates
     ]
-    found = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
-    for name in names:
+
+    def order(name: str) -> Optional[float]:
         for pattern in patterns:
             match = pattern.match(name)
             if match:
-                found.append((int(match.group(1)), osp.join(folder, name)))
-                break
-    return sorted(found, reverse=True)
+                return int(match.group(1))
+        return None
 
-
-@dataclass
-class ResumeChoice:
-    """What ``--resume`` loads.
-
-    Attributes:
-        path: the checkpoint to resume from; None: nothing to resume (mmengine starts anew).
-        pointer: the text of ``last_checkpoint`` (None: no such file).
-        fallback: why ``path`` is not the file ``last_checkpoint`` names (None: it is).
-    """
-
-    path: Optional[str]
-    pointer: Optional[str]
-    fallback: Optional[str] = None
+    return order
 
 
 def resolve_resume_checkpoint(
@@ -183,39 +99,10 @@ def resolve_resume_checkpoint(
 ) -> ResumeChoice:
     """The checkpoint ``--resume`` should load from ``work_dir``: the one ``last_checkpoint``
     names when it is complete; otherwise the newest complete checkpoint (named by one of
-    ``templates``) of the folder it names (of ``work_dir`` when it names none).
-
-    When no complete checkpoint exists, ``path`` is what ``last_checkpoint`` names (its load
-    then fails naming the file), or None without ``last_checkpoint``.
-    """
-    pointer_file = osp.join(work_dir, POINTER)
-    pointer = None
-    if osp.isfile(pointer_file):
-        with open(pointer_file, encoding="utf-8", errors="replace") as f:
-            pointer = f.read().strip()
-    if pointer and is_complete_checkpoint(pointer):
-        return ResumeChoice(pointer, pointer)
-    if pointer is None:
-        problem = f"there is no {pointer_file}"
-    elif not pointer:
-        problem = f"{pointer_file} is empty (cut off while being written?)"
-    elif not osp.exists(pointer):
-        problem = f"{pointer_file} names {pointer}, which does not exist"
-    else:
-        problem = (
-            f"{pointer_file} names {pointer}, which is empty or truncated "
-            "(cut off while being written?)"
-        )
-    folder = osp.dirname(pointer) if pointer else work_dir
-    for _, candidate in _numbered_checkpoints(folder or work_dir, templates):
-        if candidate != pointer and is_complete_checkpoint(candidate):
-            return ResumeChoice(
-                candidate,
-                pointer,
-                f"{problem}: resuming from {candidate}, the newest complete checkpoint of "
-                f"{folder or work_dir}",
-            )
-    return ResumeChoice(pointer or None, pointer)
+    ``templates``) of the folder it names (core ``resolve_resume_checkpoint``)."""
+    return resolve_checkpoint_in(
+        osp.join(work_dir, POINTER), lambda p: p, _template_order(templates)
+    )
 
 
 @HOOKS.register_module()

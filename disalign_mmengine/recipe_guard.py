@@ -33,10 +33,9 @@ the stage-1 checkpoint, the resumed checkpoint or any batch is loaded:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from mmengine.config import Config
@@ -45,19 +44,23 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from .atomic_checkpoints import (
-    DEFAULT_TEMPLATES,
+from disalign_core import (
+    HASH_SUFFIX,
+    NOT_SET,
     atomic_write,
+    file_sha256,
     is_complete_checkpoint,
-    resolve_resume_checkpoint,
+    plain_value,
+    recipe_differences,
 )
+
+from .atomic_checkpoints import DEFAULT_TEMPLATES, resolve_resume_checkpoint
 from .checkpoints import allow_mmengine_checkpoints, load_local_checkpoint
 
 __all__ = [
     "ALLOW_KEY",
     "DisAlignRecipeGuardHook",
     "RecipeChangedError",
-    "recipe_differences",
     "recipe_from_config",
 ]
 
@@ -81,34 +84,12 @@ RECIPE_NAMES = frozenset(
 )
 # Dicts under these keys are losses; their ``type`` is part of the recipe (GRW or not).
 LOSS_KEYS = frozenset({"loss", "loss_decode", "loss_cls"})
-HASH_SUFFIX = " (sha256 of the file)"
-_ABSENT = "<not set>"
 # How many characters of a value a message shows.
 _SHOWN = 120
 
 
 class RecipeChangedError(ValueError):
     """``--resume`` with a config whose recipe differs from the checkpoint's."""
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain dicts, lists and scalars (what ``torch.load(weights_only=True)``
-    reads back, and what compares equal whether it came from a tuple or a list)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _leaves(value: Any, path: str, recipe: Dict[str, Any]) -> None:
@@ -118,13 +99,13 @@ def _leaves(value: Any, path: str, recipe: Dict[str, Any]) -> None:
         for key, inner in value.items():
             _leaves(inner, f"{path}.{key}", recipe)
     else:
-        recipe[path] = _plain(value)
+        recipe[path] = plain_value(value)
 
 
 def _walk(node: Any, prefix: str, recipe: Dict[str, Any], parent_key: str = "") -> None:
     if isinstance(node, Mapping):
         if parent_key in LOSS_KEYS and "type" in node:
-            recipe[f"{prefix}.type"] = _plain(node["type"])
+            recipe[f"{prefix}.type"] = plain_value(node["type"])
         for key, value in node.items():
             path = f"{prefix}.{key}"
             if key in RECIPE_NAMES:
@@ -145,8 +126,8 @@ def _get(cfg: Mapping, dotted: str) -> Any:
         elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return _ABSENT
-    return _plain(node)
+            return NOT_SET
+    return plain_value(node)
 
 
 def recipe_from_config(
@@ -166,28 +147,12 @@ def recipe_from_config(
     if hash_files:
         for key, value in list(recipe.items()):
             if key.endswith(".class_frequencies") and isinstance(value, str) and osp.isfile(value):
-                recipe[key + HASH_SUFFIX] = _sha256(value)
+                recipe[key + HASH_SUFFIX] = file_sha256(value)
     return recipe
 
 
-def recipe_differences(
-    old: Mapping[str, Any], new: Mapping[str, Any]
-) -> List[Tuple[str, Any, Any]]:
-    """(key, old value, new value) of every recipe key that differs, sorted by key. A file's
-    hash is compared only when both recipes have it (not for checkpoints without a stored
-    recipe, nor for a file that is gone)."""
-    diffs = []
-    for key in sorted(set(old) | set(new)):
-        if key.endswith(HASH_SUFFIX) and (key not in old or key not in new):
-            continue
-        before, after = _plain(old.get(key, _ABSENT)), _plain(new.get(key, _ABSENT))
-        if before != after:
-            diffs.append((key, before, after))
-    return diffs
-
-
 def _show(value: Any) -> str:
-    text = value if value == _ABSENT else repr(value)
+    text = value if value == NOT_SET else repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 

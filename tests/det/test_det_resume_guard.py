@@ -161,6 +161,6 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(stage1, stage2, tmp
     run(["--resume", *stage2_argv(stage1, out, 3)])
     log = (out / "log.txt").read_text()
     assert f"{problem} (cut off while being written?)" in log or problem in log
-    assert f"resuming from {out / expected}, the newest complete checkpoint of OUTPUT_DIR" in log
+    assert f"resuming from {out / expected}, the newest complete checkpoint of {out}" in log
     assert iteration(out / "model_final.pth") == 2  # continued after iteration 1
     assert pointer.read_text() == "model_final.pth"

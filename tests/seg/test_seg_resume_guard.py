@@ -185,7 +185,7 @@ def test_resume_falls_back_to_the_newest_complete_checkpoint(inputs, run2, tmp_p
     else:
         data = (work / "iter_2.pth").read_bytes()
         (work / "iter_2.pth").write_bytes(data[: len(data) // 2])
-        problem = f"{pointer} names {work / 'iter_2.pth'}, which is empty or truncated"
+        problem = f"{pointer} names '{work / 'iter_2.pth'}', which is empty or truncated"
         used, done = work / "iter_1.pth", 1
     out = train(inputs, work, 3, resume=True)
     assert f"DisAlign --resume: {problem}" in out
