@@ -512,7 +512,15 @@ def freeze_for_calibration(model: nn.Module) -> List[str]:
     Returns:
         list[str]: the names of the parameters left trainable.
     """
-    trainable = freeze_all_but_calibration(model, lock="norm")
+    try:
+        trainable = freeze_all_but_calibration(model, lock="norm")
+    except ValueError as err:
+        raise ValueError(
+            f"{err} Nothing to train in stage 2 (MODEL.DISALIGN.FREEZE True). Fix: set "
+            "MODEL.DISALIGN.CALIBRATION True with MODEL.DISALIGN.MAGNITUDE or MARGIN, and "
+            "MODEL.ROI_HEADS.NAME to a DisAlign ROI head (the Base-DisAlign configs do), or "
+            "MODEL.DISALIGN.FREEZE False to train the plain model"
+        ) from None
     logger.info(f"DisAlign calibration stage: training only {trainable}")
     rpn = getattr(model, "proposal_generator", None)
     if isinstance(rpn, RPN) and not isinstance(rpn, DisAlignRPN):

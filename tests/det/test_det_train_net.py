@@ -200,6 +200,18 @@ def assert_untouched(folder, before):
     assert not [p for p in new if p.endswith(".pth") or p.endswith("last_checkpoint")], new
 
 
+def test_stage2_with_nothing_to_train_names_the_keys(stage1, tmp_path):
+    out1, _ = stage1
+    argv = ["--config-file", STAGE2_CFG, *common_opts(tmp_path / "out", 2, test=False),
+            "MODEL.WEIGHTS", str(out1 / "model_final.pth"), "MODEL.DISALIGN.CALIBRATION", "False"]  # fmt: skip
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="no DisAlign calibration parameters to train") as e:
+        run(argv)
+    for key in ("MODEL.DISALIGN.FREEZE", "MODEL.DISALIGN.CALIBRATION", "MODEL.ROI_HEADS.NAME"):
+        assert key in str(e.value)
+    assert_untouched(tmp_path, before)
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_damaged_stage1_checkpoint_names_file_and_key(stage1, tmp_path, damage):
     out1, _ = stage1
