@@ -30,13 +30,12 @@ The same margin starts DisAlign's calibration at the logit-adjustment solution:
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .reweighting import ZERO_COUNT_POLICIES, Counts, check_class_counts
+from .reweighting import ZERO_COUNT_POLICIES, Counts, check_class_counts, replace_zero_counts
 
 __all__ = [
     "POSTHOC_TYPES",
@@ -101,26 +100,18 @@ def logit_adjustment_margin(
         raise ValueError(f"zero_count must be one of {ZERO_COUNT_POLICIES}, got {zero_count!r}")
     what = f"class counts ({counts_key})" if counts_key else "class counts"
     t = check_class_counts(counts, num_classes, what=what)
-    zero = t == 0
-    if zero.all():
+    if bool((t == 0).all()):
         raise ValueError(f"{what}: every class count is 0, there is no class prior")
-    if zero.any():
-        idx = zero.nonzero().flatten().tolist()
-        named = [class_names[i] if class_names is not None else str(i) for i in idx]
-        shown = ", ".join(named[:10]) + (" ..." if len(named) > 10 else "")
-        if zero_count == "error":
-            raise ValueError(
-                f"{what}: {len(idx)} class(es) have no training examples (count 0): {shown}. "
-                "Their log-prior is -inf, so the logit-adjustment margin would be infinite; "
-                "fix the frequency data, or choose zero_count='warn' to count them as the "
-                "rarest class that has examples."
-            )
-        warnings.warn(
-            f"{what}: {len(idx)} class(es) have no training examples (count 0): {shown}; the "
-            "logit-adjustment margin counts them as the rarest class that has examples",
-            stacklevel=2,
-        )
-        t = torch.where(zero, t[~zero].min(), t)
+    t = replace_zero_counts(
+        t,
+        zero_count,
+        class_names,
+        prefix=f"{what}: ",
+        infinite="Their log-prior is -inf, so the logit-adjustment margin would be infinite; "
+        "fix the frequency data, or choose zero_count='warn' to count them as the rarest "
+        "class that has examples.",
+        warned="the logit-adjustment margin counts them as the rarest class that has examples",
+    )
     margin = -tau * torch.log(t / t.sum())
     if centre:
         margin = margin - margin.mean()

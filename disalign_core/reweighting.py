@@ -50,6 +50,38 @@ def check_class_counts(
     return t
 
 
+def replace_zero_counts(
+    t: Tensor,
+    zero_count: str,
+    class_names: Sequence[str] = None,
+    *,
+    infinite: str,
+    warned: str,
+    prefix: str = "",
+) -> Tensor:
+    """Apply a zero-count policy to (K,) counts that are not all zero: "error" raises naming
+    the classes with count 0 (``infinite`` says what would be infinite and the fix), "warn"
+    warns (``warned``) and gives them the count of the rarest class that has examples.
+
+    Args:
+        t (Tensor): (K,) counts, each >= 0, not all 0.
+        zero_count (str): one of ``ZERO_COUNT_POLICIES``.
+        class_names (sequence of str): (K,) names, for the messages.
+        prefix (str): put before the messages (e.g. the counts' config key).
+    """
+    zero = t == 0
+    if not bool(zero.any()):
+        return t
+    idx = zero.nonzero().flatten().tolist()
+    named = [class_names[i] if class_names is not None else str(i) for i in idx]
+    shown = ", ".join(named[:10]) + (" ..." if len(named) > 10 else "")
+    found = f"{prefix}{len(idx)} class(es) have no training examples (count 0): {shown}"
+    if zero_count == "error":
+        raise ValueError(f"{found}. {infinite}")
+    warnings.warn(f"{found}; {warned}", stacklevel=3)
+    return torch.where(zero, t[~zero].min(), t)
+
+
 def grw_class_weights(
     counts: Counts,
     rho: float,
@@ -84,25 +116,16 @@ def grw_class_weights(
     if zero_count not in ZERO_COUNT_POLICIES:
         raise ValueError(f"zero_count must be one of {ZERO_COUNT_POLICIES}, got {zero_count!r}")
     t = check_class_counts(counts, num_classes)
-    zero = t == 0
-    if zero.all():
+    if bool((t == 0).all()):
         raise ValueError("every class count is 0: no frequency data to re-weight with")
-    if zero.any():
-        idx = zero.nonzero().flatten().tolist()
-        named = [class_names[i] if class_names is not None else str(i) for i in idx]
-        shown = ", ".join(named[:10]) + (" ..." if len(named) > 10 else "")
-        if zero_count == "error":
-            raise ValueError(
-                f"{len(idx)} class(es) have no training examples (count 0): {shown}. "
-                "Their re-weighting weight would be infinite; fix the frequency data, or choose "
-                "the 'warn' policy to give them the weight of the rarest class."
-            )
-        warnings.warn(
-            f"{len(idx)} class(es) have no training examples (count 0): {shown}; they get the "
-            "re-weighting weight of the rarest class that has examples",
-            stacklevel=2,
-        )
-        t = torch.where(zero, t[~zero].min(), t)
+    t = replace_zero_counts(
+        t,
+        zero_count,
+        class_names,
+        infinite="Their re-weighting weight would be infinite; fix the frequency data, or "
+        "choose the 'warn' policy to give them the weight of the rarest class.",
+        warned="they get the re-weighting weight of the rarest class that has examples",
+    )
     # In log space: (1/r_c)^rho / sum_k (1/r_k)^rho = softmax(-rho log r)_c. The direct
     # formula overflows to inf/inf = NaN from about rho = 200 (float64); the softmax stays
     # finite for every finite rho (the rarest classes share K, the others tend to 0).
