@@ -31,6 +31,6 @@ def __getattr__(name: str):
     raise ImportError(
         f"detectron2._C.{name} is a compiled operator, and this detectron2 has no compiled "
         "operators: it was installed from the registry package sal-detectron2 with the DisAlign "
-        "stand-in (see the project README, 'Known limits'). Build detectron2 from its git "
+        "stand-in (see docs/known_limits.md). Build detectron2 from its git "
         "repository to use it."
     )

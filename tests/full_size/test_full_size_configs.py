@@ -1,7 +1,7 @@
 """The shipped configs at full size (benchmarks/full_size_configs.py), for one detectron2, one
 MMSegmentation and one MMPretrain family: generated data of the config's size with the
 dataset's real class list, stage 1 -> checkpoint -> stage 2 from it -> the config's evaluator.
-The other families run with the same script (README, "Every shipped config at full size")."""
+The other families run with the same script (docs/results.md, "Every shipped LVIS, ADE20K and classification config at full size")."""
 
 import json
 import os

@@ -17,7 +17,7 @@ model = dict(
             type='GRWCrossEntropyLoss',
             class_frequencies={{_base_.class_frequencies}},
             # The built-in data is more skewed than ADE20K (tail classes in 2 training images):
-            # measured there, rho=0.3 left tail mIoU at 0 and rho=1.0 raised it (README).
+            # measured there, rho=0.3 left tail mIoU at 0 and rho=1.0 raised it (docs/results.md).
             rho=1.0,
             loss_weight=1.0)),
     auxiliary_head=dict(loss_decode=dict(loss_weight=0.0)))
