@@ -28,6 +28,7 @@ from .groups import (
     groups_by_count,
     groups_by_share,
 )
+from .heldout import HELDOUT_PARTS, HeldOutSplit, check_heldout_fraction, heldout_split
 from .losses import AVG_MODES, REDUCTIONS, check_reduction, full_class_weights, grw_cross_entropy
 from .posthoc import (
     POSTHOC_TYPES,
@@ -86,6 +87,11 @@ __all__ = [
     "group_indices",
     "groups_by_count",
     "groups_by_share",
+    # held-out calibration split
+    "HELDOUT_PARTS",
+    "HeldOutSplit",
+    "check_heldout_fraction",
+    "heldout_split",
     # losses
     "AVG_MODES",
     "REDUCTIONS",
