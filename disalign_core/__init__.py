@@ -4,6 +4,7 @@ adjustment, tau-normalisation). Pure PyTorch; imports neither detectron2, MMSegm
 MMPretrain."""
 
 from .calibration import CONFIDENCE_MODES, MARGIN_INITS, DisAlignCalibration, confidence_at_start
+from .foreground import calibrate_foreground
 from .freezing import (
     LOCKS,
     MODE_DEPENDENT_LAYERS,
@@ -80,6 +81,8 @@ __all__ = [
     "check_class_names",
     "read_class_frequencies",
     "write_class_frequencies",
+    # detection: the foreground-only split
+    "calibrate_foreground",
     # groups
     "ADE20K_SHARE_THRESHOLDS",
     "CLASSIFICATION_COUNT_BINS",

@@ -140,3 +140,16 @@ def test_authors_confidence_by_hand_and_its_norm_trains():
         "confidence_norm.weight",
         "confidence_norm.bias",
     }
+
+
+def test_calibrate_foreground_leaves_the_background_logit_alone():
+    from disalign_core import calibrate_foreground
+
+    scores = torch.randn(5, 4)
+    out = calibrate_foreground(scores, 3, lambda z: 2 * z + 1)
+    assert torch.equal(out[:, :3], 2 * scores[:, :3] + 1)
+    assert torch.equal(out[:, 3], scores[:, 3])
+    with pytest.raises(ValueError, match="K = 4 foreground classes"):
+        calibrate_foreground(scores, 4, lambda z: z)
+    with pytest.raises(ValueError, match="returned shape"):
+        calibrate_foreground(scores, 3, lambda z: z[:, :2])
