@@ -17,15 +17,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from disalign_core import write_class_frequencies  # noqa: E402
-from disalign_seg.frequencies import count_class_pixels, dataset_classes_from_config  # noqa: E402
+from disalign_core import write_class_frequencies
+from disalign_seg.frequencies import count_class_pixels, dataset_classes_from_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -1,11 +1,10 @@
 """Stage 2 under DistributedDataParallel with a 2-process gloo group on CPU: mmengine's
 MMDistributedDataParallel and train_step, as mmseg's dist_train.sh would run it
-(``disalign_demo.mmengine_ddp`` says why not dist_train.sh itself)."""
+(``tests/mmengine_ddp_testing.py`` says why not dist_train.sh itself)."""
 
 import torch
+from mmengine_ddp_testing import train_calibration_in_gloo_group
 from test_seg_calibration_stage import _batch
-
-from disalign_demo.mmengine_ddp import train_calibration_in_gloo_group
 
 
 def rank_batch(rank, step):

@@ -21,12 +21,10 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The checkout's packages, whether or not this environment installed them all.
-sys.path.insert(0, REPO)
+from disalign_demo.det import add_tiny_backbone_config, generate_lvis_synthetic
+from disalign_det import engine
 
-from disalign_demo.det import add_tiny_backbone_config, generate_lvis_synthetic  # noqa: E402
-from disalign_det import engine  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRAIN_NET = os.path.join(REPO, "projects", "DisAlign", "train_net.py")
 COMPARE = os.path.join(REPO, "tools", "compare_results.py")
