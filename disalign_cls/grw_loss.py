@@ -2,36 +2,36 @@
 
 Shapes: N images, K classes.
 
-Class weights ``w_c = K (1/r_c)^rho / sum_k (1/r_k)^rho`` from the training images per class
-``r`` (core ``grw_class_weights``); the paper's classification setting is rho = 1.2 for a
-linear classifier and 1.5 for a cosine one. The loss is ``torch.nn.functional.cross_entropy``
-with these weights: with ``reduction="mean"``, the weighted sum over the batch divided by the
-sum of the weights of its labels (torch's weighted mean).
-
-MMPretrain's ``ClsHead`` always passes ``avg_factor=N`` (the batch size). Dividing by it
-instead would scale each batch's loss by the mean weight of its labels, which changes with the
-batch's class mix; the loss therefore keeps torch's normalisation and ignores ``avg_factor``
-unless ``use_avg_factor=True``.
+``disalign_mmengine.GRWCrossEntropyLossBase`` (the weights, the reductions and their
+``avg_mode`` vocabulary, shared with MMSegmentation's) with the training images per class read
+from a dataset config, a frequency file or a list. The paper's classification setting is
+rho = 1.2 for a linear classifier and 1.5 for a cosine one. ``reduction="mean"`` divides by
+(``avg_mode``): "weighted" (default), the sum of the weights of the batch's labels, torch's
+``F.cross_entropy(weight=w)`` and the authors' code; "all" or "labelled", the batch size N, the
+paper's eq. 9. MMPretrain's ``ClsHead`` passes ``avg_factor=N``; it is not used (``avg_mode``
+decides). Soft targets (Mixup, CutMix) are averaged over N, as torch does.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
-from disalign_core import grw_class_weights, grw_cross_entropy
+from disalign_mmengine import GRWCrossEntropyLossBase
 
 from .frequencies import ClassCountSource, load_class_counts
 
 __all__ = ["GRWCrossEntropyLoss"]
 
+LOSS_FREQUENCY_KEY = "model.head.loss.class_frequencies"
+LOSS_RHO_KEY = "model.head.loss.rho"
+
 
 @MODELS.register_module()
-class GRWCrossEntropyLoss(nn.Module):
+class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
     """Cross-entropy with DisAlign's generalized re-weighting.
 
     Args:
@@ -45,9 +45,9 @@ class GRWCrossEntropyLoss(nn.Module):
         zero_count (str): a class with no training image: "error" (default) raises naming it,
             "warn" gives it the weight of the rarest class.
         reduction (str): "mean", "sum" or "none".
+        avg_mode (str): denominator of "mean": "weighted" (default), "all" or "labelled"
+            (module docstring).
         loss_weight (float): factor on the loss.
-        use_avg_factor (bool): divide "mean" by the ``avg_factor`` the head passes (MMPretrain's
-            convention) instead of by the label weights' sum (torch's). Default False.
     """
 
     def __init__(
@@ -57,27 +57,30 @@ class GRWCrossEntropyLoss(nn.Module):
         num_classes: Optional[int] = None,
         zero_count: str = "error",
         reduction: str = "mean",
+        avg_mode: str = "weighted",
         loss_weight: float = 1.0,
-        use_avg_factor: bool = False,
     ):
-        super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(
-                f"GRWCrossEntropyLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}"
+        counts, names = load_class_counts(class_frequencies, num_classes, key=LOSS_FREQUENCY_KEY)
+        source = (
+            repr(class_frequencies)
+            if isinstance(class_frequencies, str)
+            else (
+                "the dataset's annotation list"
+                if isinstance(class_frequencies, dict)
+                else f"a list of {len(counts)} numbers"
             )
-        counts, names = load_class_counts(
-            class_frequencies, num_classes, key="GRWCrossEntropyLoss.class_frequencies"
         )
-        weights = grw_class_weights(
-            counts, rho, zero_count=zero_count, class_names=names, rho_key="model.head.loss.rho"
+        super().__init__(
+            counts,
+            names,
+            source,
+            rho=rho,
+            zero_count=zero_count,
+            reduction=reduction,
+            avg_mode=avg_mode,
+            loss_weight=loss_weight,
+            rho_key=LOSS_RHO_KEY,
         )
-        # Not persistent: derived from the training set, so checkpoints stay loadable into
-        # plain models and new frequencies take effect on resume.
-        self.register_buffer("class_weight", weights, persistent=False)
-        self.rho = rho
-        self.reduction = reduction
-        self.loss_weight = loss_weight
-        self.use_avg_factor = use_avg_factor
 
     def forward(
         self,
@@ -95,40 +98,24 @@ class GRWCrossEntropyLoss(nn.Module):
             label (Tensor): (N,) int64 labels in [0, K), or (N, K) soft targets (batch
                 augmentations such as Mixup), which torch weights per class and averages
                 over N.
-            weight (Tensor, optional): (N,) per-sample weights, multiplied in.
-            avg_factor (float, optional): used for "mean" only with ``use_avg_factor=True``.
+            weight (Tensor, optional): (N,) per-sample weights, multiplied in (with "weighted"
+                they weight the denominator too).
+            avg_factor (float, optional): not used (``avg_mode`` decides).
             reduction_override (str, optional): overrides ``reduction``.
 
         Returns:
             Tensor: scalar, or (N,) with reduction "none"; times ``loss_weight``.
         """
         reduction = reduction_override or self.reduction
-        k = self.class_weight.numel()
-        if cls_score.dim() != 2 or cls_score.shape[1] != k:
-            raise ValueError(
-                f"GRWCrossEntropyLoss has class frequencies for {k} classes but got logits of "
-                f"shape {tuple(cls_score.shape)}: the frequency data does not match num_classes"
-            )
-        class_weight = self.class_weight.to(cls_score)
-        if label.dim() == 2:  # soft targets
-            per_item = F.cross_entropy(cls_score, label, weight=class_weight, reduction="none")
-            norm = label.new_tensor(float(label.shape[0]))
-        else:
-            if weight is None and not (self.use_avg_factor and avg_factor is not None):
-                loss = grw_cross_entropy(cls_score, label, class_weight, reduction=reduction)
-                return self.loss_weight * loss
-            per_item = grw_cross_entropy(cls_score, label, class_weight, reduction="none")
-            norm = class_weight[label]
+        if label.dim() != 2:
+            return self.weighted_cross_entropy(cls_score, label, reduction=reduction, weight=weight)
+        self.check_logits(cls_score)
+        per_item = F.cross_entropy(
+            cls_score, label, weight=self.class_weight.to(cls_score), reduction="none"
+        )
         if weight is not None:
             per_item = per_item * weight.to(per_item)
-            norm = norm * weight.to(per_item) if norm.dim() else norm
         if reduction == "none":
             return self.loss_weight * per_item
-        if reduction == "sum":
-            return self.loss_weight * per_item.sum()
-        if self.use_avg_factor and avg_factor is not None:
-            norm = torch.as_tensor(avg_factor, dtype=per_item.dtype, device=per_item.device)
-        return self.loss_weight * per_item.sum() / norm.sum().clamp_min(1e-12)
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.class_weight.numel()}, rho={self.rho}"
+        total = per_item.sum()
+        return self.loss_weight * (total if reduction == "sum" else total / label.shape[0])

@@ -2,8 +2,8 @@
 MMPretrain) share: both run on mmengine. Imports torch, mmengine and ``disalign_core`` only,
 never MMSegmentation or MMPretrain, so each plugin works without the other framework.
 
-- ``checkpoints``: mmengine checkpoints under torch >= 2.6 (an allow-list for
-  ``weights_only`` loading), errors that explain unreadable checkpoint files, and downloads
+- ``checkpoints``: mmengine checkpoints under torch >= 2.6 (``allow_mmengine_checkpoints``, an
+  allow-list for ``weights_only`` loading: the one process-wide change a plugin import makes), errors that explain unreadable checkpoint files, and downloads
   into torch.hub's cache that are loaded with ``weights_only=True``;
 - ``calibration_stage``: ``CalibrationStageMixin``, the stage-2 behaviour of a segmentor or
   classifier (freeze all but the calibration when built; load ``stage1_checkpoint`` in
@@ -12,6 +12,9 @@ never MMSegmentation or MMPretrain, so each plugin works without the other frame
 - ``atomic_checkpoints``: ``DisAlignCheckpointHook``, mmengine's CheckpointHook with atomic
   checkpoint and pointer writes, and a ``--resume`` that falls back to the newest complete
   checkpoint;
+- ``grw_loss``: ``GRWCrossEntropyLossBase``, the re-weighted cross-entropy and its one reduction
+  vocabulary (``reduction``, ``avg_mode``), which each plugin's ``GRWCrossEntropyLoss``
+  subclasses with its own frequency reader;
 - ``recipe_guard``: ``DisAlignRecipeGuardHook``, which refuses ``--resume`` with another recipe
   than the checkpoint's and keeps the first start's config.
 """
@@ -25,12 +28,14 @@ from .calibration_stage import CalibrationStageMixin, load_stage1_checkpoint
 from .checkpoints import (
     CheckpointReadError,
     allow_mmengine_checkpoints,
+    check_checkpoint_file,
     download_checkpoint,
     install_checkpoint_errors,
     load_local_checkpoint,
     mmengine_checkpoint_safe_globals,
     torch_hub_cache_file,
 )
+from .grw_loss import GRWCrossEntropyLossBase
 from .recipe_guard import DisAlignRecipeGuardHook, RecipeChangedError, recipe_from_config
 
 __all__ = [
@@ -39,8 +44,10 @@ __all__ = [
     "CheckpointReadError",
     "DisAlignCheckpointHook",
     "DisAlignRecipeGuardHook",
+    "GRWCrossEntropyLossBase",
     "RecipeChangedError",
     "allow_mmengine_checkpoints",
+    "check_checkpoint_file",
     "download_checkpoint",
     "install_checkpoint_errors",
     "load_local_checkpoint",

@@ -48,6 +48,8 @@ from mmengine.registry import HOOKS
 from disalign_core import ResumeChoice, atomic_write
 from disalign_core import resolve_resume_checkpoint as resolve_checkpoint_in
 
+from .checkpoints import check_checkpoint_file
+
 __all__ = [
     "ATOMIC_BACKEND",
     "AtomicLocalBackend",
@@ -115,8 +117,17 @@ class DisAlignCheckpointHook(CheckpointHook):
 
     def before_run(self, runner) -> None:
         super().before_run(runner)
-        if not getattr(runner, "_resume", False) or runner._load_from is not None:
-            return
+        path = runner._load_from
+        if getattr(runner, "_resume", False) and path is None:
+            path = self._resume_checkpoint(runner)
+        # Runner.load_or_resume runs after before_run: a cut-off file is named here, with the
+        # fix, instead of torch's bare zip error (mmengine's loader is left as it is).
+        if path and "://" not in str(path):
+            check_checkpoint_file(str(path))
+
+    def _resume_checkpoint(self, runner) -> Optional[str]:
+        """The file ``--resume`` will load (None: none, training starts anew); points the runner
+        at the newest complete checkpoint when ``last_checkpoint`` names a cut-off one."""
         templates = (self.filename_tmpl,) + DEFAULT_TEMPLATES
         choice = resolve_resume_checkpoint(runner.work_dir, templates)
         if choice.fallback:
@@ -133,6 +144,7 @@ class DisAlignCheckpointHook(CheckpointHook):
                 f"({', '.join(templates)}). Fix: start again without --resume, or give the "
                 "checkpoint to resume from with --cfg-options load_from=PATH"
             )
+        return choice.path
 
     def before_train(self, runner) -> None:
         out_dir = self.out_dir if self.out_dir is not None else runner.work_dir

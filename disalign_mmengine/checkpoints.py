@@ -6,12 +6,13 @@ mmengine checkpoint holds besides tensors: the ``MessageHub`` state (``HistoryBu
 backed by numpy arrays) and numpy scalars (metrics, seeds). So ``load_from`` and ``resume`` fail
 with ``UnpicklingError`` in the stock ``tools/train.py`` of MMSegmentation and MMPretrain.
 
-Importing ``disalign_seg`` or ``disalign_cls`` (configs do it through ``custom_imports``, which
-``Config.fromfile`` runs before the runner exists) calls ``allow_mmengine_checkpoints``, which
-allow-lists exactly those types with
-``torch.serialization.add_safe_globals``. Nothing else is allowed, so a checkpoint carrying any
-other object is still refused. Preferred over ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which
-turns the protection off for every load in the process.
+``allow_mmengine_checkpoints`` is the one process-wide change the OpenMMLab plugins make:
+importing ``disalign_seg`` or ``disalign_cls`` (configs do it through ``custom_imports``, which
+``Config.fromfile`` runs before the runner exists) calls it, and it adds exactly those types to
+torch's ``weights_only`` allow-list (``torch.serialization.add_safe_globals``); nothing else is
+patched or replaced. Any other object in a checkpoint is still refused. Preferred over
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which turns the protection off for every load in the
+process.
 
 ``HistoryBuffer.__getstate__`` stores its statistics methods, which pickle writes as
 ``getattr(HistoryBuffer, 'min')``. Allowing ``builtins.getattr`` itself would let a checkpoint
@@ -21,10 +22,11 @@ which only returns the statistics methods of ``HistoryBuffer``.
 Unreadable checkpoints: an empty or truncated file (an interrupted save or copy) makes
 ``torch.load`` raise a bare ``EOFError`` or a zip-reader error, and a file holding other objects
 makes it suggest ``weights_only=False``, which would run code from a file nobody vouched for.
-``install_checkpoint_errors`` replaces mmengine's loader of local paths (its
-``CheckpointLoader`` scheme ``''``, used by ``load_from``, ``--resume`` and
-``load_checkpoint``) with one that loads the same way and turns these failures into an error
-naming the file, the config keys that can name it and the fix.
+``load_local_checkpoint`` (our loader of ``model.stage1_checkpoint`` and of the checkpoint the
+recipe guard reads on ``--resume``) and ``check_checkpoint_file`` (called by
+``DisAlignCheckpointHook`` before ``--resume`` or ``load_from`` loads a file) turn these into an
+error naming the file, the config keys that can name it and the fix. mmengine's own loader is
+left as it is: these two places see every checkpoint a DisAlign config loads.
 
 Checkpoints named by URL: mmengine's ``http(s)://`` loader is torch.hub's
 ``load_state_dict_from_url``, which (torch 2.13 included) calls ``torch.load`` with
@@ -50,9 +52,12 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from disalign_core import is_complete_checkpoint
+
 __all__ = [
     "CheckpointReadError",
     "allow_mmengine_checkpoints",
+    "check_checkpoint_file",
     "download_checkpoint",
     "install_checkpoint_errors",
     "load_local_checkpoint",
@@ -77,8 +82,8 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     if obj is HistoryBuffer and isinstance(name, str) and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
-        f"checkpoint asks for getattr({obj!r}, {name!r}); disalign_seg only allows the "
-        "statistics methods of mmengine's HistoryBuffer"
+        f"checkpoint asks for getattr({obj!r}, {name!r}); the allow-list of "
+        "allow_mmengine_checkpoints admits only the statistics methods of mmengine's HistoryBuffer"
     )
 
 
@@ -103,7 +108,14 @@ def mmengine_checkpoint_safe_globals() -> List[Union[Callable, Tuple[Callable, s
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Allow-list the types of mmengine checkpoints for ``torch.load(weights_only=True)``."""
+    """Allow-list the types of mmengine checkpoints for ``torch.load(weights_only=True)``.
+
+    The only process-wide change of importing ``disalign_seg`` / ``disalign_cls``: it adds
+    ``mmengine_checkpoint_safe_globals()`` (mmengine's ``HistoryBuffer``, a getattr restricted
+    to its statistics methods, numpy arrays, dtypes and scalars) to torch's safe globals, so
+    that the stock ``tools/train.py --resume`` and ``load_from`` read mmengine checkpoints under
+    torch >= 2.6. A no-op before torch 2.4, whose ``torch.load`` does not restrict by default.
+    """
     if hasattr(torch.serialization, "add_safe_globals"):  # torch >= 2.4
         torch.serialization.add_safe_globals(mmengine_checkpoint_safe_globals())
 
@@ -112,10 +124,14 @@ class CheckpointReadError(RuntimeError):
     """A checkpoint file that exists but cannot be read (empty, truncated, not a checkpoint)."""
 
 
-def _explain(filename: str, err: BaseException) -> str:
-    first = (str(err).strip().splitlines() or [""])[0][:200]
-    what = f"{type(err).__name__}{': ' + first if first else ''}"
-    size = os.path.getsize(filename)
+def _explain(filename: str, err: Optional[BaseException]) -> str:
+    """The error text for ``filename``; ``err`` None: the file is incomplete (not loaded)."""
+    if err is None:
+        what = "not a complete zip archive"
+    else:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        what = f"{type(err).__name__}{': ' + first if first else ''}"
+    size = os.path.getsize(filename) if os.path.exists(filename) else 0
     if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
         return (
             f"cannot load the checkpoint {filename!r} ({what}): it holds Python objects other "
@@ -151,6 +167,16 @@ def load_local_checkpoint(filename: str, map_location: Optional[Any] = None) -> 
         return torch.load(filename, map_location=map_location)
     except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError, KeyError...
         raise CheckpointReadError(_explain(filename, err)) from err
+
+
+def check_checkpoint_file(filename: str) -> None:
+    """Raise ``CheckpointReadError`` (file, config keys, fix) when the local checkpoint
+    ``filename`` is empty or cut off (``disalign_core.is_complete_checkpoint``); reads only the
+    zip directory, nothing is unpickled."""
+    if not os.path.isfile(os.path.expanduser(filename)):
+        load_local_checkpoint(filename)  # raises the FileNotFoundError with the fix
+    if not is_complete_checkpoint(os.path.expanduser(filename)):
+        raise CheckpointReadError(_explain(os.path.expanduser(filename), None))
 
 
 def install_checkpoint_errors() -> None:

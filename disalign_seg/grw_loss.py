@@ -2,9 +2,10 @@
 
 Shapes: N images, K classes, H, W label map size.
 
-Class weights ``w_c = K (1/r_c)^rho / sum_k (1/r_k)^rho`` from the class pixel frequencies
-``r`` (core ``grw_class_weights``); the per-pixel loss is ``w_y * CE(z, y)``. With
-``reduction="mean"`` the sum over pixels is divided by (``avg_mode``, core ``grw_cross_entropy``):
+``disalign_mmengine.GRWCrossEntropyLossBase`` (the weights, the reductions and their ``avg_mode``
+vocabulary, shared with MMPretrain's) with class pixel frequencies ``r`` read from a file or a
+list, and mmseg's ``loss_name``. The per-pixel loss is ``w_y * CE(z, y)``; with
+``reduction="mean"`` the sum over pixels is divided by (``avg_mode``):
 
 - ``"all"``: the number of pixels of the batch, unlabelled ones included: paper eq. 9 (1/N) and
   the authors' code (mmseg 0.x: ``cross_entropy(weight=w, reduction="none")``, then
@@ -24,15 +25,10 @@ from __future__ import annotations
 from typing import Optional
 
 from mmseg.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
-from disalign_core import (
-    FrequencySource,
-    check_reduction,
-    grw_class_weights,
-    grw_cross_entropy,
-    read_class_frequencies,
-)
+from disalign_core import FrequencySource, read_class_frequencies
+from disalign_mmengine import GRWCrossEntropyLossBase
 
 __all__ = ["GRWCrossEntropyLoss", "LOSS_FREQUENCY_KEY"]
 
@@ -42,7 +38,7 @@ LOSS_RHO_KEY = "model.decode_head.loss_decode.rho"
 
 
 @MODELS.register_module()
-class GRWCrossEntropyLoss(nn.Module):
+class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
     """Cross-entropy with DisAlign's generalized re-weighting.
 
     Args:
@@ -72,29 +68,19 @@ class GRWCrossEntropyLoss(nn.Module):
         loss_weight: float = 1.0,
         loss_name: str = "loss_grw_ce",
     ):
-        super().__init__()
-        check_reduction(reduction, avg_mode)
         frequencies = read_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
-        counts, names = frequencies
-        weights = grw_class_weights(
-            counts,
-            rho,
+        super().__init__(
+            frequencies.counts,
+            frequencies.names,
+            frequencies.source,
+            rho=rho,
             num_classes=num_classes,
             zero_count=zero_count,
-            class_names=names,
+            reduction=reduction,
+            avg_mode=avg_mode,
+            loss_weight=loss_weight,
             rho_key=LOSS_RHO_KEY,
         )
-        # Not persistent: derived from the frequency file, so checkpoints stay loadable into
-        # plain models and a new frequency file takes effect on resume.
-        self.register_buffer("class_weight", weights, persistent=False)
-        # Where the weights came from and the classes' names (None for a bare list or a file
-        # without names): DisAlignHead and DisAlignDataCheckHook name them in their errors.
-        self.frequency_source = frequencies.source
-        self.class_names = names
-        self.rho = rho
-        self.reduction = reduction
-        self.avg_mode = avg_mode
-        self.loss_weight = loss_weight
         self._loss_name = loss_name
 
     @property
@@ -112,42 +98,28 @@ class GRWCrossEntropyLoss(nn.Module):
         ignore_index: int = -100,
         **kwargs,
     ) -> Tensor:
-        """Class-weighted cross-entropy, reduced by the core ``grw_cross_entropy``.
+        """Class-weighted cross-entropy, reduced by ``reduction`` and ``avg_mode``.
 
         Args:
             cls_score (Tensor): (N, K, H, W) logits.
             label (Tensor): (N, H, W) int64 labels in [0, K) or ``ignore_index``.
             weight (Tensor, optional): (N, H, W) per-pixel factors (mmseg's pixel samplers);
                 with ``avg_mode="weighted"`` they also weight the denominator.
-            avg_factor (float, optional): divisor for "mean" instead of ``avg_mode``'s.
+            avg_factor (float, optional): not used (``avg_mode`` decides; mmseg's decode heads
+                pass none).
             reduction_override (str, optional): overrides ``reduction``.
             ignore_index (int): label to ignore; the decode head passes its own.
 
         Returns:
             Tensor: scalar, or (N, H, W) with reduction "none"; times ``loss_weight``.
         """
-        reduction = reduction_override or self.reduction
-        k = self.class_weight.numel()
-        if cls_score.dim() < 2 or cls_score.shape[1] != k:
-            raise ValueError(
-                f"GRWCrossEntropyLoss has class frequencies for {k} classes but got logits of "
-                f"shape {tuple(cls_score.shape)} ({cls_score.shape[1] if cls_score.dim() > 1 else '?'}"
-                " classes): the frequency file does not match num_classes"
-            )
-        loss = grw_cross_entropy(
+        return self.weighted_cross_entropy(
             cls_score,
             label,
-            self.class_weight,
+            reduction=reduction_override or self.reduction,
+            weight=weight,
             ignore_index=ignore_index,
-            reduction=reduction,
-            avg_mode=self.avg_mode,
-            sample_weight=weight,
-            avg_factor=avg_factor,
         )
-        return self.loss_weight * loss
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.class_weight.numel()}, rho={self.rho}, "
-            f"avg_mode={self.avg_mode!r}, loss_name={self.loss_name!r}"
-        )
+        return f"{super().extra_repr()}, loss_name={self.loss_name!r}"
