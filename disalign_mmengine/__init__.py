@@ -5,6 +5,8 @@ never MMSegmentation or MMPretrain, so each plugin works without the other frame
 - ``checkpoints``: mmengine checkpoints under torch >= 2.6 (``allow_mmengine_checkpoints``, an
   allow-list for ``weights_only`` loading: the one process-wide change a plugin import makes), errors that explain unreadable checkpoint files, and downloads
   into torch.hub's cache that are loaded with ``weights_only=True``;
+- ``calibrated_head``: ``DisAlign<Head>``, the calibrated subclass of any head (the factory, the
+  calibration and post-hoc options built from their configs, the errors every head gives);
 - ``calibration_stage``: ``CalibrationStageMixin``, the stage-2 behaviour of a segmentor or
   classifier (freeze all but the calibration when built; load ``stage1_checkpoint`` in
   ``init_weights`` so that the stock ``--resume`` works), and ``load_stage1_checkpoint``, which
@@ -24,6 +26,13 @@ from .atomic_checkpoints import (
     DisAlignCheckpointHook,
     resolve_resume_checkpoint,
 )
+from .calibrated_head import (
+    CalibratedHeadFactory,
+    CalibratedHeadMixin,
+    build_calibration,
+    check_state_dict_shapes,
+    posthoc_loss_error,
+)
 from .calibration_stage import CalibrationStageMixin, load_stage1_checkpoint
 from .checkpoints import (
     CheckpointReadError,
@@ -39,6 +48,11 @@ from .grw_loss import GRWCrossEntropyLossBase
 from .recipe_guard import DisAlignRecipeGuardHook, RecipeChangedError, recipe_from_config
 
 __all__ = [
+    "CalibratedHeadFactory",
+    "CalibratedHeadMixin",
+    "build_calibration",
+    "check_state_dict_shapes",
+    "posthoc_loss_error",
     "AtomicLocalBackend",
     "CalibrationStageMixin",
     "CheckpointReadError",

@@ -38,17 +38,19 @@ reads them) or, when that is not given, from the head's ``GRWCrossEntropyLoss`` 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from disalign_core import (
-    DisAlignCalibration,
-    PosthocAdjustment,
-    posthoc_config,
-    read_class_frequencies,
+from disalign_core import read_class_frequencies
+from disalign_mmengine import (
+    CalibratedHeadFactory,
+    CalibratedHeadMixin,
+    build_calibration,
+    check_state_dict_shapes,
+    posthoc_loss_error,
 )
 
 __all__ = ["DisAlignHead", "calibrated_head_class"]
@@ -59,38 +61,14 @@ CALIBRATION_KEY = "model.decode_head.calibration"
 POSTHOC_KEY = "model.decode_head.posthoc"
 LOSS_KEY = "model.decode_head.loss_decode"
 
-# inner head class -> its calibrated subclass, made once so that isinstance and pickling work.
-_CALIBRATED: Dict[type, type] = {}
-
-
-def _head_class(head: HeadSpec) -> type:
-    """The decode head class named by a registry name, a config dict or the class itself."""
-    name = head.get("type") if isinstance(head, dict) else head
-    cls = MODELS.get(name) if isinstance(name, str) else name
-    if cls is None:
-        raise KeyError(f"DisAlignHead: decode head {name!r} is not registered in mmseg's MODELS")
-    if not (isinstance(cls, type) and issubclass(cls, BaseDecodeHead)):
-        raise TypeError(f"DisAlignHead: head must be a BaseDecodeHead subclass, got {cls!r}")
-    if issubclass(cls, DisAlignHead):
-        raise TypeError(f"DisAlignHead: {cls.__name__} is already calibrated; do not nest them")
-    return cls
-
 
 def calibrated_head_class(head: HeadSpec) -> type:
     """``DisAlign<Head>``: the subclass of ``(DisAlignHead, <Head>)`` for a decode head."""
-    cls = _head_class(head)
-    if cls not in _CALIBRATED:
-        name = f"DisAlign{cls.__name__}"
-        namespace = {"__module__": __name__, "__qualname__": name, "inner_head": cls}
-        sub = type(cls)(name, (DisAlignHead, cls), namespace)
-        # Module-level name so that pickle (spawned workers, deepcopy fallbacks) finds the class.
-        globals()[name] = sub
-        _CALIBRATED[cls] = sub
-    return _CALIBRATED[cls]
+    return DisAlignHead.head_factory(head)
 
 
 @MODELS.register_module()
-class DisAlignHead(BaseDecodeHead):
+class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
     """A decode head whose per-pixel logits are calibrated by DisAlign (paper eq. 6).
 
     Args:
@@ -115,16 +93,6 @@ class DisAlignHead(BaseDecodeHead):
             Passing them flat lets a stage-2 config inherit them from the stage-1 config.
     """
 
-    # The calibrated decode head class (FCNHead, ...); set on each DisAlign<Head> subclass.
-    inner_head: Optional[type] = None
-
-    def __new__(cls, head: HeadSpec = None, *args, **kwargs):
-        if cls is DisAlignHead:
-            if head is None:
-                raise TypeError("DisAlignHead needs head=<decode head name, config or class>")
-            cls = calibrated_head_class(head)
-        return super().__new__(cls)
-
     def __init__(
         self,
         head: HeadSpec,
@@ -145,37 +113,18 @@ class DisAlignHead(BaseDecodeHead):
         self._check_loss_class_counts()
         num_logits = conv_seg.out_channels
         loss_cfg = head_kwargs.get("loss_decode")
-        calibration = dict(calibration or {})
-        if calibration.get("margin_init", "zero") == "prior":
-            counts, names, key = _class_frequencies(
-                calibration.pop("class_frequencies", None), loss_cfg, num_logits, CALIBRATION_KEY
-            )
-            calibration.update(class_counts=counts, class_names=names, counts_key=key)
-            calibration.setdefault("tau_key", f"{CALIBRATION_KEY}.prior_tau")
-        elif "class_frequencies" in calibration:
-            raise ValueError(
-                f"{CALIBRATION_KEY}.class_frequencies is only read with margin_init='prior'"
-            )
         # K logits of conv_seg, confidence from its C input channels.
-        self.calibration = DisAlignCalibration(num_logits, conv_seg.in_channels, **calibration)
-        self.posthoc: Optional[PosthocAdjustment] = None
-        post = posthoc_config(posthoc, POSTHOC_KEY)
-        if post is not None:
-            counts = names = key = None
-            if post["type"] == "logit_adjustment":
-                counts, names, key = _class_frequencies(
-                    post["class_frequencies"], loss_cfg, num_logits, POSTHOC_KEY
-                )
-            self.posthoc = PosthocAdjustment(
-                post["type"],
-                num_logits,
-                tau=post["tau"],
-                class_counts=counts,
-                class_names=names,
-                zero_count=post["zero_count"],
-                tau_key=f"{POSTHOC_KEY}.tau",
-                counts_key=key,
-            )
+        self.calibration, self.posthoc = build_calibration(
+            num_logits,
+            conv_seg.in_channels,
+            calibration,
+            posthoc,
+            read_frequencies=lambda source, key: _class_frequencies(
+                source, loss_cfg, num_logits, key
+            ),
+            calibration_key=CALIBRATION_KEY,
+            posthoc_key=POSTHOC_KEY,
+        )
         if self.calibration.confidence_norm is not None and "Sync" in str(
             (self.norm_cfg or {}).get("type", "")
         ):
@@ -223,30 +172,24 @@ class DisAlignHead(BaseDecodeHead):
     def loss(self, *args, **kwargs) -> dict:
         """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
         if self.posthoc is not None:
-            raise ValueError(
-                f"{POSTHOC_KEY}={self.posthoc.type!r} is a training-free calibration for testing "
-                "a stage-1 checkpoint (tools/test.py <config> <checkpoint>): there is nothing to "
-                f"train. Remove {POSTHOC_KEY} to train (stage 1: the plain head; stage 2: "
-                f"DisAlign, whose margin can start at the class prior with "
-                f"{CALIBRATION_KEY}.margin_init='prior')"
-            )
+            raise posthoc_loss_error(self.posthoc.type, POSTHOC_KEY, CALIBRATION_KEY)
         return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # mmengine loads non-strictly and only warns about shape mismatches, which would leave
-        # a randomly initialised classifier in place: a checkpoint for another class count is
-        # an error here.
-        expected = self.conv_seg.out_channels
-        for key in ("conv_seg.weight", "conv_seg.bias", "calibration.alpha", "calibration.beta"):
-            value = state_dict.get(prefix + key)
-            if value is not None and value.shape[0] != expected:
-                raise ValueError(
-                    f"checkpoint does not fit the model: {prefix + key} has {value.shape[0]} "
-                    f"classes (shape {tuple(value.shape)}) but the model's decode head has "
-                    f"num_classes={self.num_classes} ({expected} outputs)"
-                )
+        k, c = self.conv_seg.out_channels, self.conv_seg.in_channels
+        check_state_dict_shapes(
+            state_dict,
+            prefix,
+            {
+                "conv_seg.weight": tuple(self.conv_seg.weight.shape),
+                "conv_seg.bias": (k,),
+                "calibration.alpha": (k,),
+                "calibration.beta": (k,),
+            },
+            f"num_classes={self.num_classes}, channels={c}",
+        )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -280,3 +223,6 @@ def _class_frequencies(
             )
     counts, names = read_class_frequencies(source, key=source_key, num_classes=num_classes)
     return counts, names, source_key
+
+
+DisAlignHead.head_factory = CalibratedHeadFactory(DisAlignHead, BaseDecodeHead, MODELS, "mmseg")

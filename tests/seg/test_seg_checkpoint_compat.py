@@ -58,7 +58,7 @@ def test_getattr_stand_in_only_serves_history_buffer_methods(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError, match="only allows the statistics methods"):
+    with pytest.raises(pickle.UnpicklingError, match="admits only the statistics methods"):
         torch.load(path)
     hub = MessageHub.get_instance("compat")
     hub.update_scalar("loss", 1.0)
