@@ -11,7 +11,8 @@ the calibration on top of frozen layers, so ``DisAlignCheckpointer`` turns that 
   ``MODEL.WEIGHTS`` (not for ``--resume`` of the run's own checkpoint): the checkpoint must hold
   every parameter and buffer of the model except the calibration's
   (``disalign_core.check_stage1_keys``). Not required: the calibration (it starts at the
-  identity, alpha = beta = 0), the model's non-persistent buffers (``pixel_mean``/``pixel_std``
+  identity, alpha = beta = 0, or with MODEL.DISALIGN.MARGIN_INIT "prior" at the
+  logit-adjustment margin), the model's non-persistent buffers (``pixel_mean``/``pixel_std``
   and the anchors, computed from the config; older detectron2 checkpoints hold them) and
   BatchNorm's ``num_batches_tracked`` counters. A correct load logs one line saying so.
 
@@ -185,11 +186,22 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
+# MODEL.DISALIGN keys of our extensions, and DATASETS.HELDOUT's, with their defaults (config.py).
+_EXTENSION_DEFAULTS = {
+    "MARGIN_INIT": "zero",
+    "PRIOR_TAU": 1.0,
+    "POSTHOC": {"TYPE": "", "TAU": 1.0},
+}
+_HELDOUT_DEFAULTS = {"FRACTION": 0.0, "PART": "stage1", "SEED": 0}
+
+
 def disalign_recipe(cfg: Union[CfgNode, Mapping]) -> Dict[str, Any]:
     """The keys that define a run's DisAlign recipe: every ``MODEL.DISALIGN`` key (rho, the
-    frequency source, the calibration switches, ...), ``MODEL.ROI_HEADS.NUM_CLASSES``,
-    ``DATASETS.TRAIN`` (the frequencies' source when FREQUENCY_FILE is empty) and the sha256
-    of FREQUENCY_FILE when it names a file.
+    frequency source, the calibration switches, ...), ``DATASETS.HELDOUT`` (which images are
+    trained on), ``MODEL.ROI_HEADS.NUM_CLASSES``, ``DATASETS.TRAIN`` (the frequencies' source
+    when FREQUENCY_FILE is empty) and the sha256 of FREQUENCY_FILE when it names a file. The
+    keys of our extensions (MARGIN_INIT, PRIOR_TAU, POSTHOC, DATASETS.HELDOUT) appear only
+    when they differ from their defaults.
 
     Args:
         cfg: a detectron2 config, or the dict of one read from a yaml file.
@@ -199,11 +211,28 @@ def disalign_recipe(cfg: Union[CfgNode, Mapping]) -> Dict[str, Any]:
     """
     model = cfg.get("MODEL", {}) or {}
     disalign = model.get("DISALIGN", {}) or {}
-    recipe = {f"MODEL.DISALIGN.{k}": plain_value(v) for k, v in disalign.items()}
+    datasets = cfg.get("DATASETS", {}) or {}
+    recipe = {
+        f"MODEL.DISALIGN.{k}": plain_value(v)
+        for k, v in disalign.items()
+        if k not in _EXTENSION_DEFAULTS
+    }
+    # Keys added after checkpoints with recipes were written: recorded only when they differ
+    # from their default (which is the behaviour before them), so that a checkpoint without
+    # them still resumes under a config that leaves them at it.
+    heldout = datasets.get("HELDOUT", {}) or {}
+    for key, default in _EXTENSION_DEFAULTS.items():
+        value = plain_value(disalign.get(key, default))
+        if value != default:
+            recipe[f"MODEL.DISALIGN.{key}"] = value
+    for key, default in _HELDOUT_DEFAULTS.items():
+        value = plain_value(heldout.get(key, default))
+        if value != default:
+            recipe[f"DATASETS.HELDOUT.{key}"] = value
     recipe["MODEL.ROI_HEADS.NUM_CLASSES"] = plain_value(
         (model.get("ROI_HEADS", {}) or {}).get("NUM_CLASSES")
     )
-    recipe["DATASETS.TRAIN"] = plain_value((cfg.get("DATASETS", {}) or {}).get("TRAIN"))
+    recipe["DATASETS.TRAIN"] = plain_value(datasets.get("TRAIN"))
     frequency_file = disalign.get("FREQUENCY_FILE")
     if frequency_file and os.path.isfile(frequency_file):
         recipe["MODEL.DISALIGN.FREQUENCY_FILE" + HASH_SUFFIX] = file_sha256(frequency_file)
@@ -446,10 +475,19 @@ class DisAlignCheckpointer(DetectionCheckpointer):
             for k in fresh:
                 incompatible.missing_keys.remove(k)
             logger.info(
-                f"DisAlign calibration parameters not in the checkpoint start at the identity "
-                f"(alpha = beta = 0): {', '.join(fresh)}"
+                f"DisAlign calibration parameters not in the checkpoint start "
+                f"{self._calibration_start()}: {', '.join(fresh)}"
             )
         return incompatible
+
+    def _calibration_start(self) -> str:
+        """Where the model's calibrations start, for the log of a load that does not set them."""
+        if any(getattr(m, "margin_init", None) == "prior" for m in self.model.modules()):
+            return (
+                "at the prior start (alpha = 0, beta = the logit-adjustment margin, "
+                "MODEL.DISALIGN.MARGIN_INIT 'prior')"
+            )
+        return "at the identity (alpha = beta = 0)"
 
     def _check_stage1(self, incompatible) -> None:
         """The stage-2 rule on the outcome of the load (``disalign_core.check_stage1_keys``);
@@ -489,7 +527,7 @@ class DisAlignCheckpointer(DetectionCheckpointer):
         loaded = len(self.model.state_dict()) - len(new)
         logger.info(
             f"DisAlign stage 2: loaded all {loaded} parameters and buffers of the model but the "
-            f"calibration from {name} ({key}); new, at the identity (alpha = beta = 0): "
+            f"calibration from {name} ({key}); new, {self._calibration_start()}: "
             f"{', '.join(new) if new else 'none'}"
             + (
                 f"; not needed from the checkpoint: {', '.join(sorted(set(ignored)))} (computed "

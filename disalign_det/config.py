@@ -2,6 +2,11 @@
 
 Defaults leave detectron2's behaviour unchanged: with them, ``DisAlignFastRCNNOutputLayers``
 is a plain linear ``FastRCNNOutputLayers`` trained with plain cross-entropy.
+
+Beyond the paper (off by default, the paper's recipe unchanged): ``MODEL.DISALIGN.POSTHOC``
+(training-free logit adjustment / tau-normalisation of a stage-1 box classifier, for
+``--eval-only``), ``MODEL.DISALIGN.MARGIN_INIT`` / ``PRIOR_TAU`` (DisAlign's margin starts at the
+logit-adjustment solution) and ``DATASETS.HELDOUT`` (a calibration split withheld from stage 1).
 """
 
 from detectron2.config import CfgNode as CN
@@ -10,7 +15,7 @@ __all__ = ["add_disalign_config"]
 
 
 def add_disalign_config(cfg: CN) -> None:
-    """Add the ``MODEL.DISALIGN`` node to ``cfg`` (in place).
+    """Add the ``MODEL.DISALIGN`` and ``DATASETS.HELDOUT`` nodes to ``cfg`` (in place).
 
     Every key of the node is part of a run's recipe: checkpoints store them and ``--resume``
     refuses a config that changes one (``disalign_det.calibration_stage.disalign_recipe``). A
@@ -55,3 +60,37 @@ def add_disalign_config(cfg: CN) -> None:
     # Calibration stage: freeze everything but the calibration (BatchNorm statistics included)
     # and skip the losses of the frozen mask/keypoint heads.
     _C.MODEL.DISALIGN.FREEZE = False
+    # --- Our extensions beyond the paper; the defaults are the paper's recipe. ---
+    # Start of the calibration's margin beta: "zero" (the paper: the identity) or "prior": the
+    # logit-adjustment solution beta = -PRIOR_TAU * log(pi) / sigma_0, centred over the K
+    # foreground classes (pi from the same class frequencies as the re-weighting,
+    # FREQUENCY_TYPE / FREQUENCY_FILE; sigma_0 = 0.5 for the "input" and "constant" confidences,
+    # 1 for "none"), so that stage 2 learns only what the class prior does not give.
+    _C.MODEL.DISALIGN.MARGIN_INIT = "zero"
+    # tau of the "prior" start (>= 0; 0 is the zero start).
+    _C.MODEL.DISALIGN.PRIOR_TAU = 1.0
+    # Training-free calibration of a stage-1 box classifier, for --eval-only with
+    # MODEL.WEIGHTS the stage-1 model (nothing is trained; training with it is refused):
+    _C.MODEL.DISALIGN.POSTHOC = CN()
+    # "" (off), "logit_adjustment" (z_j - TAU * (log pi_j - mean_k log pi_k) on the K
+    # foreground logits; pi as for MARGIN_INIT) or "tau_norm" (foreground rows of the linear
+    # classifier w_j / |w_j|^TAU, biases kept; a cosine classifier's rows are normalised
+    # already, so it is refused there). The background logit is never changed. It replaces the
+    # DisAlign calibration, which a stage-2 config still builds (so it loads the stage-1
+    # model unchanged) but does not apply.
+    _C.MODEL.DISALIGN.POSTHOC.TYPE = ""
+    # tau of POSTHOC.TYPE (>= 0; 0 changes nothing).
+    _C.MODEL.DISALIGN.POSTHOC.TAU = 1.0
+
+    # A held-out calibration split: FRACTION of the training images (each stratified by its
+    # rarest category, disalign_core.heldout_split) is withheld from stage 1, and stage 2
+    # calibrates on those withheld images only. 0.0: off (the paper: both stages train on all
+    # of DATASETS.TRAIN). The class frequencies (re-weighting, prior) stay those of the whole
+    # training set: both parts keep its class profile.
+    _C.DATASETS.HELDOUT = CN()
+    _C.DATASETS.HELDOUT.FRACTION = 0.0
+    # The part the trainer trains on: "stage1" (the stage-1 config) or "calibration" (the
+    # stage-2 config). Both configs need the same DATASETS.TRAIN, FRACTION and SEED.
+    _C.DATASETS.HELDOUT.PART = "stage1"
+    # Seed of the split's shuffle (the same seed always gives the same split).
+    _C.DATASETS.HELDOUT.SEED = 0

@@ -1,14 +1,24 @@
-"""Registering a user's own LVIS- or COCO-format dataset for DisAlign.
+"""Registering a user's own LVIS- or COCO-format dataset for DisAlign, the image checks, and
+the training loader (with the held-out calibration split).
 
 detectron2's ``register_lvis_instances`` only accepts LVIS's own dataset names (it looks up the
 built-in metadata by name: "v0.5", "v1" or "cocofied"). ``register_disalign_instances`` registers
 any name: the loader is detectron2's ``load_lvis_json`` (or ``load_coco_json``), and the
 metadata (class names, per-class image counts, evaluator type) comes from the json itself.
+
+Held-out calibration split (``DATASETS.HELDOUT``, our extension beyond the paper, off by
+default): with ``FRACTION`` > 0 the training images of ``DATASETS.TRAIN`` (as detectron2's
+DatasetCatalog gives them, before its filters) are split by ``disalign_core.heldout_split``,
+each image labelled by the set of its annotations' category ids, and the train loader reads
+only the part ``PART`` names: "stage1" (the stage-1 config) or "calibration" (the stage-2
+config, so that DisAlign calibrates on images stage 1 never saw). The split depends only on
+the image list, FRACTION and SEED, so both stages' configs get complementary parts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -18,9 +28,15 @@ from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from detectron2.data.build import (
+    filter_images_with_few_keypoints,
+    filter_images_with_only_crowd_annotations,
 )
 from detectron2.data.datasets import load_lvis_json, register_coco_instances
 
+from disalign_core import HELDOUT_PARTS, check_heldout_fraction, heldout_split
 from disalign_core.image_files import CHECK_MODES, image_file_problem, run_parallel, sample, shard
 
 __all__ = [
@@ -32,9 +48,14 @@ __all__ = [
     "build_test_loader",
     "build_train_loader",
     "check_dataset_images",
+    "check_heldout_config",
+    "heldout_dataset_dicts",
     "image_check_settings",
     "register_disalign_instances",
 ]
+
+# A child of detectron2's logger: default_setup sends it to stdout and OUTPUT_DIR/log.txt.
+logger = logging.getLogger("detectron2.disalign")
 
 FORMATS = ("lvis", "coco")
 
@@ -321,10 +342,89 @@ class ImageErrorNamingMapper:
             ) from e
 
 
+def check_heldout_config(cfg) -> bool:
+    """Validate ``DATASETS.HELDOUT``; True when the split is on (FRACTION > 0).
+
+    Raises:
+        ValueError: naming the key, the value and what is expected.
+    """
+    h = cfg.DATASETS.HELDOUT
+    fraction = h.FRACTION
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(
+            f"DATASETS.HELDOUT.FRACTION = {fraction!r}: expected a number, 0.0 (off) or in (0, 1)"
+        )
+    if h.PART not in HELDOUT_PARTS:
+        raise ValueError(
+            f"DATASETS.HELDOUT.PART = {h.PART!r}: expected one of {HELDOUT_PARTS} ('stage1' in "
+            "the stage-1 config, 'calibration' in the stage-2 config)"
+        )
+    if isinstance(h.SEED, bool) or not isinstance(h.SEED, int):
+        raise ValueError(f"DATASETS.HELDOUT.SEED = {h.SEED!r}: expected an integer")
+    if fraction == 0:
+        return False
+    check_heldout_fraction(fraction, "DATASETS.HELDOUT.FRACTION")
+    return True
+
+
+def heldout_dataset_dicts(cfg) -> list:
+    """The training dataset dicts of the part ``DATASETS.HELDOUT.PART`` (module docstring).
+
+    The full list is detectron2's ``get_detection_dataset_dicts`` of ``DATASETS.TRAIN``
+    (DatasetCatalog, precomputed proposals) *before* its filters, so the split does not depend
+    on the filter settings of a stage; detectron2's filters (images without non-crowd
+    annotations, with too few keypoints) then apply to the chosen part as they would to the
+    whole list.
+
+    Returns:
+        list[dict]: the part's records, in their order in the full list.
+    """
+    check_heldout_config(cfg)
+    h = cfg.DATASETS.HELDOUT
+    records = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=False,
+        min_keypoints=0,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    )
+    if not isinstance(records, list):
+        raise ValueError(
+            f"DATASETS.HELDOUT.FRACTION = {h.FRACTION}: the held-out split needs a list of "
+            f"dataset dicts, but DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)} is a "
+            f"{type(records).__name__}; set DATASETS.HELDOUT.FRACTION 0.0"
+        )
+    # One label set per image: the categories it contains (stratified by the rarest).
+    labels = [{int(a["category_id"]) for a in r.get("annotations", [])} for r in records]
+    split = heldout_split(labels, h.FRACTION, seed=h.SEED, key="DATASETS.HELDOUT.FRACTION")
+    part = [records[i] for i in split.part(h.PART, "DATASETS.HELDOUT.PART")]
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and part and "annotations" in part[0]:
+        part = filter_images_with_only_crowd_annotations(part)
+    if cfg.MODEL.KEYPOINT_ON and cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE > 0:
+        part = filter_images_with_few_keypoints(
+            part, cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+        )
+    if not part:
+        raise ValueError(
+            f"DATASETS.HELDOUT: the part {h.PART!r} of DATASETS.TRAIN {list(cfg.DATASETS.TRAIN)} "
+            f"(FRACTION {h.FRACTION}, SEED {h.SEED}) has no usable image"
+        )
+    logger.info(
+        f"DisAlign held-out split (DATASETS.HELDOUT): training on the {h.PART!r} part, "
+        f"{len(part)} of {len(records)} images of {list(cfg.DATASETS.TRAIN)} (FRACTION "
+        f"{h.FRACTION} withheld for calibration, SEED {h.SEED}); class frequencies stay "
+        "those of the whole training set"
+    )
+    return part
+
+
 def build_train_loader(cfg):
     """detectron2's ``build_detection_train_loader(cfg)``, its ``DatasetMapper`` wrapped in
-    ``ImageErrorNamingMapper``."""
+    ``ImageErrorNamingMapper``; with ``DATASETS.HELDOUT.FRACTION`` > 0, on the part
+    ``DATASETS.HELDOUT.PART`` of the training images only (``heldout_dataset_dicts``; the
+    sampler, e.g. LVIS's RepeatFactorTrainingSampler, is built on that part)."""
     mapper = ImageErrorNamingMapper(DatasetMapper(cfg, True), cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    if check_heldout_config(cfg):
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=heldout_dataset_dicts(cfg))
     return build_detection_train_loader(cfg, mapper=mapper)
 
 

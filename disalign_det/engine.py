@@ -17,7 +17,11 @@ tiny CPU backbone (``train_net.py --demo``).
 its recipe (``disalign_recipe``: every MODEL.DISALIGN key, MODEL.ROI_HEADS.NUM_CLASSES,
 DATASETS.TRAIN, the sha256 of FREQUENCY_FILE), and ``setup`` compares it with the config before
 anything is written; a difference is an error naming each key with both values, unless
-``--allow-recipe-change`` is given. OUTPUT_DIR/config.yaml keeps the config of the run's first
+``--allow-recipe-change`` is given.
+
+Options beyond the paper (config.py): ``MODEL.DISALIGN.POSTHOC`` is for ``--eval-only`` only
+(training with it is refused before anything is written); ``DATASETS.HELDOUT`` makes the train
+loader read one part of a held-out calibration split (``disalign_det.data``). OUTPUT_DIR/config.yaml keeps the config of the run's first
 start: detectron2's ``default_setup`` rewrites it on every start, so with ``--resume`` or
 ``--eval-only`` the file is put back and this start's config is written beside it as
 ``config.resume-<time>.yaml`` (``config.eval-<time>.yaml``) when the two differ.
@@ -58,6 +62,7 @@ from .data import (
     build_test_loader,
     build_train_loader,
     check_dataset_images,
+    check_heldout_config,
     image_check_settings,
     register_disalign_instances,
 )
@@ -250,6 +255,18 @@ def setup(args: argparse.Namespace, config_hooks: Sequence[ConfigHook] = ()) -> 
     _merge(lambda: cfg.merge_from_file(args.config_file), f"--config-file {args.config_file}")
     _merge(lambda: cfg.merge_from_list(args.opts), "command-line options")
     _check_backbone_registered(cfg, args.config_file)
+    posthoc = cfg.MODEL.DISALIGN.POSTHOC.TYPE
+    if posthoc and not args.eval_only:
+        # Before anything is written: a training-free calibration has nothing to train.
+        raise ValueError(
+            f"MODEL.DISALIGN.POSTHOC.TYPE={posthoc!r} is a training-free calibration of a "
+            "stage-1 model: evaluate it with --eval-only MODEL.WEIGHTS <stage-1 model>. To "
+            "train (MODEL.DISALIGN.CALIBRATION / REWEIGHT, stage 2), set "
+            "MODEL.DISALIGN.POSTHOC.TYPE '' (DisAlign's margin can start at the same "
+            "logit-adjustment solution with MODEL.DISALIGN.MARGIN_INIT 'prior')"
+        )
+    if not args.eval_only:
+        check_heldout_config(cfg)  # a bad DATASETS.HELDOUT fails before anything is written
     if args.eval_only:
         # The GRW class weights only enter the loss; without this, evaluating a stage-2
         # model would need (and count) the training annotations.

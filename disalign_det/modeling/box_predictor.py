@@ -19,13 +19,25 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
-from disalign_core import CONFIDENCE_MODES, DisAlignCalibration, grw_cross_entropy
+from disalign_core import (
+    CONFIDENCE_MODES,
+    MARGIN_INITS,
+    POSTHOC_TYPES,
+    DisAlignCalibration,
+    PosthocAdjustment,
+    grw_cross_entropy,
+)
 
-from ..class_frequencies import class_weights_from_config
+from ..class_frequencies import class_frequencies_from_config, class_weights_from_config
 
 __all__ = ["DisAlignFastRCNNOutputLayers", "CLASSIFIERS"]
 
 CLASSIFIERS = ("linear", "cosine")
+# Config keys named in errors.
+POSTHOC_TYPE_KEY = "MODEL.DISALIGN.POSTHOC.TYPE"
+POSTHOC_TAU_KEY = "MODEL.DISALIGN.POSTHOC.TAU"
+MARGIN_INIT_KEY = "MODEL.DISALIGN.MARGIN_INIT"
+PRIOR_TAU_KEY = "MODEL.DISALIGN.PRIOR_TAU"
 
 
 def _no_proposals(device: torch.device) -> Instances:
@@ -47,6 +59,18 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
       ``predict_probs`` and every cascade stage see calibrated scores.
     - with ``class_weights``, the softmax cross-entropy weights foreground class j by w_j and
       the background by 1 (GRW, paper eq. 11).
+
+    Beyond the paper (off by default):
+
+    - ``margin_init="prior"``: the calibration's margin starts at the logit-adjustment
+      solution (core ``DisAlignCalibration``), from ``class_counts``;
+    - ``posthoc``: a training-free calibration of the stage-1 classifier instead of DisAlign's
+      (core ``PosthocAdjustment``), on the K foreground logits only, the background logit
+      untouched: "logit_adjustment" adds ``-tau (log pi_j - mean_k log pi_k)`` (centred: all
+      classes keep their average standing against the background; only their ranking among
+      each other moves), "tau_norm" gives the logits of the foreground rows
+      ``w_j / |w_j|^tau`` (biases kept; linear classifier only). The calibration, if built,
+      is then not applied, and ``losses`` refuses to train.
     """
 
     @configurable
@@ -61,6 +85,14 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         use_margin: bool = True,
         confidence: str = "input",
         class_weights: Optional[Sequence[float]] = None,
+        margin_init: str = "zero",
+        prior_tau: float = 1.0,
+        posthoc: Optional[str] = None,
+        posthoc_tau: float = 1.0,
+        class_counts: Optional[Sequence[float]] = None,
+        class_names: Optional[Sequence[str]] = None,
+        zero_count: str = "error",
+        counts_key: Optional[str] = None,
         **kwargs,
     ):
         """
@@ -73,6 +105,17 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 switches, see ``disalign_core.DisAlignCalibration``.
             class_weights (sequence of float or None): (K,) GRW weights of the foreground
                 classes; None keeps the parent's plain cross-entropy.
+            margin_init (str): "zero" (the paper) or "prior" (MODEL.DISALIGN.MARGIN_INIT).
+            prior_tau (float): tau of the "prior" start (MODEL.DISALIGN.PRIOR_TAU).
+            posthoc (str or None): None, "logit_adjustment" or "tau_norm"
+                (MODEL.DISALIGN.POSTHOC.TYPE).
+            posthoc_tau (float): its tau (MODEL.DISALIGN.POSTHOC.TAU).
+            class_counts (sequence of float or None): (K,) training frequencies of the
+                foreground classes; needed by margin_init="prior" and "logit_adjustment".
+            class_names (sequence of str or None): (K,) names, for messages.
+            zero_count (str): a class of count 0 for the prior: "error" or "warn"
+                (MODEL.DISALIGN.ZERO_COUNT).
+            counts_key (str or None): where the counts came from, named in errors.
             kwargs: the arguments of ``FastRCNNOutputLayers``.
         """
         super().__init__(input_shape, **kwargs)
@@ -92,6 +135,17 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             nn.init.normal_(self.cls_score.weight, std=0.01)
             self.cls_scale = nn.Parameter(torch.tensor(float(cosine_scale)))
 
+        if margin_init not in MARGIN_INITS:
+            raise ValueError(
+                f"{MARGIN_INIT_KEY} must be one of {MARGIN_INITS} ('zero': the paper's identity "
+                f"start, 'prior': the logit-adjustment start), got {margin_init!r}"
+            )
+        if margin_init == "prior" and not (calibration and use_margin):
+            raise ValueError(
+                f"{MARGIN_INIT_KEY} 'prior' starts the calibration's margin, but there is none: "
+                "it needs MODEL.DISALIGN.CALIBRATION True and MODEL.DISALIGN.MARGIN True "
+                f"(got {calibration} and {use_margin}); set {MARGIN_INIT_KEY} 'zero' otherwise"
+            )
         self.calibration = (
             DisAlignCalibration(
                 self.num_classes,
@@ -99,10 +153,41 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 use_magnitude=use_magnitude,
                 use_margin=use_margin,
                 confidence=confidence,
+                margin_init=margin_init,
+                class_counts=class_counts if margin_init == "prior" else None,
+                prior_tau=prior_tau,
+                class_names=class_names,
+                zero_count=zero_count,
+                counts_key=counts_key,
+                tau_key=PRIOR_TAU_KEY,
             )
             if calibration
             else None
         )
+        self.posthoc: Optional[PosthocAdjustment] = None
+        if posthoc:
+            if posthoc not in POSTHOC_TYPES:
+                raise ValueError(
+                    f"{POSTHOC_TYPE_KEY} must be '' (off) or one of {POSTHOC_TYPES}, "
+                    f"got {posthoc!r}"
+                )
+            if posthoc == "tau_norm" and classifier == "cosine":
+                raise ValueError(
+                    f"{POSTHOC_TYPE_KEY} 'tau_norm' rescales the classifier's weight rows, but "
+                    "MODEL.DISALIGN.CLASSIFIER 'cosine' normalises its rows before use: "
+                    "tau-normalisation would change nothing. Use 'logit_adjustment' with the "
+                    "cosine classifier, or tau_norm with a linear one"
+                )
+            self.posthoc = PosthocAdjustment(
+                posthoc,
+                self.num_classes,
+                tau=posthoc_tau,
+                class_counts=class_counts if posthoc == "logit_adjustment" else None,
+                class_names=class_names,
+                zero_count=zero_count,
+                tau_key=POSTHOC_TAU_KEY,
+                counts_key=counts_key,
+            )
         if class_weights is not None:
             weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
             if weights.numel() != self.num_classes:
@@ -129,8 +214,29 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "use_margin": d.MARGIN,
                 "confidence": d.CONFIDENCE,
                 "class_weights": class_weights_from_config(cfg) if d.REWEIGHT else None,
+                "margin_init": d.MARGIN_INIT,
+                "prior_tau": d.PRIOR_TAU,
+                "posthoc": d.POSTHOC.TYPE or None,
+                "posthoc_tau": d.POSTHOC.TAU,
+                "zero_count": d.ZERO_COUNT,
             }
         )
+        if d.MARGIN_INIT == "prior" or d.POSTHOC.TYPE == "logit_adjustment":
+            # The class prior pi from the frequencies the re-weighting uses (FREQUENCY_TYPE /
+            # FREQUENCY_FILE / DATASETS.TRAIN). With DATASETS.HELDOUT they are still those of
+            # the whole training set (class_frequencies.py does not see the split): both parts
+            # keep its class profile, and stage 1 and 2 share one prior.
+            counts, names = class_frequencies_from_config(cfg)
+            ret.update(
+                class_counts=counts,
+                class_names=names,
+                counts_key=(
+                    f"MODEL.DISALIGN.FREQUENCY_FILE={d.FREQUENCY_FILE!r}"
+                    if d.FREQUENCY_FILE
+                    else f"the {d.FREQUENCY_TYPE} per class of DATASETS.TRAIN "
+                    f"{list(cfg.DATASETS.TRAIN)} (MODEL.DISALIGN.FREQUENCY_TYPE)"
+                ),
+            )
         return ret
 
     def class_logits(self, x: Tensor) -> Tensor:
@@ -160,9 +266,21 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         if x.dim() > 2:
             x = torch.flatten(x, start_dim=1)
         scores = self.class_logits(x)
-        if self.calibration is not None:
-            foreground = self.calibration(scores[:, : self.num_classes], x)
-            scores = torch.cat([foreground, scores[:, self.num_classes :]], dim=1)
+        k = self.num_classes
+        if self.posthoc is not None:
+            # Instead of the calibration (which a stage-2 config builds but which a stage-1
+            # checkpoint does not set): the stage-1 foreground logits adjusted.
+            if self.posthoc.type == "tau_norm":
+                # Linear classifier (the cosine one is refused): rows 0..K-1 of cls_score.
+                foreground = self.posthoc(
+                    scores[:, :k], self.cls_score.weight[:k], self.cls_score.bias[:k]
+                )
+            else:
+                foreground = self.posthoc(scores[:, :k])
+            scores = torch.cat([foreground, scores[:, k:]], dim=1)
+        elif self.calibration is not None:
+            foreground = self.calibration(scores[:, :k], x)
+            scores = torch.cat([foreground, scores[:, k:]], dim=1)
         return scores, self.bbox_pred(x)
 
     def losses(
@@ -173,6 +291,14 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         A batch without proposals gives zero losses that are still connected to the
         predictor's parameters.
         """
+        if self.posthoc is not None:
+            raise ValueError(
+                f"{POSTHOC_TYPE_KEY}={self.posthoc.type!r} is a training-free calibration for "
+                "evaluating a stage-1 model (train_net.py --eval-only MODEL.WEIGHTS <stage-1 "
+                f"model>): there is nothing to train. Set {POSTHOC_TYPE_KEY} '' to train (stage "
+                "2: DisAlign, whose margin can start at the class prior with "
+                f"{MARGIN_INIT_KEY} 'prior')"
+            )
         scores = predictions[0]
         if len(proposals) == 0:
             # detectron2 makes a float gt_classes for an empty list, which its class-specific
@@ -189,4 +315,6 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         return losses
 
     def extra_repr(self) -> str:
-        return f"classifier={self.classifier!r}, reweight={self.class_weights is not None}"
+        return f"classifier={self.classifier!r}, reweight={self.class_weights is not None}" + (
+            f", posthoc={self.posthoc.type!r}" if self.posthoc is not None else ""
+        )

@@ -26,6 +26,13 @@ or names a missing or truncated file, --resume loads the newest complete model_*
 it. Checkpoints and last_checkpoint are written atomically (a full disk leaves the previous
 ones intact).
 
+Our options beyond the paper (off by default; projects/DisAlign/README.md): a training-free
+logit adjustment / tau-normalisation of a stage-1 model (``--eval-only`` with the stage-2 config,
+MODEL.WEIGHTS <stage-1 model> and MODEL.DISALIGN.POSTHOC.TYPE logit_adjustment | tau_norm),
+DisAlign's margin started at the class prior (MODEL.DISALIGN.MARGIN_INIT prior), and a held-out
+calibration split (DATASETS.HELDOUT.FRACTION 0.2 with PART stage1 in stage 1, PART calibration
+in stage 2).
+
 Before training (or --eval-only) every image of DATASETS.TRAIN and DATASETS.TEST (only TEST
 with --eval-only) must exist: a missing one is an error listing them, not a crash hours in.
 """
