@@ -95,6 +95,9 @@ def cpu_aware_ddp() -> Iterator[None]:
 
     ``DefaultTrainer.__init__`` looks ``create_ddp_model`` up in ``detectron2.engine.defaults``
     when it runs, so the name is replaced there for the block only and restored after it.
+    Serves users who run ``train_net.py --num-gpus N`` on a machine without GPUs (detectron2's
+    ``launch`` starts gloo processes there) as well as this repository's tests; on GPUs it
+    changes nothing.
     """
     original = d2_defaults.create_ddp_model
 
@@ -204,12 +207,19 @@ def register_datasets(specs: Optional[Sequence[Sequence[str]]]) -> None:
             register_disalign_instances(name, json_file, image_root)
 
 
-# What a config that needs the demo's tiny backbone lacks without train_net.py --demo.
+# The repository's own CPU configs (configs/detectron2/demo/, quick_schedules/) use the demo's
+# tiny backbone; only an error about its keys or names points there.
+_DEMO_KEY, _DEMO_BACKBONE = "MODEL.TINY_BACKBONE", "build_disalign_tiny"
 _DEMO_HINT = (
-    "The configs of configs/detectron2/demo/ and quick_schedules/ use the demo's tiny CPU "
+    " The configs of configs/detectron2/demo/ and quick_schedules/ use the demo's tiny CPU "
     "backbone and its MODEL.TINY_BACKBONE keys: run them with train_net.py --demo (or pass "
     "disalign_demo.det.add_tiny_backbone_config in config_hooks)."
 )
+
+
+def _demo_hint(message: str) -> str:
+    """``_DEMO_HINT`` when ``message`` is about the demo's backbone, else nothing."""
+    return _DEMO_HINT if (_DEMO_KEY in message or _DEMO_BACKBONE in message) else ""
 
 
 def _merge(merge: Callable[[], None], source: str) -> None:
@@ -225,7 +235,7 @@ def _merge(merge: Callable[[], None], source: str) -> None:
             raise
         raise ValueError(
             f"{source}: {message}. The config has detectron2's keys and MODEL.DISALIGN.* "
-            f"(add_disalign_config); other keys need their add_*_config first. {_DEMO_HINT}"
+            f"(add_disalign_config); other keys need their add_*_config first.{_demo_hint(message)}"
         ) from None
 
 
@@ -237,7 +247,7 @@ def _check_backbone_registered(cfg: CfgNode, config_file: str) -> None:
         raise ValueError(
             f"MODEL.BACKBONE.NAME {name!r} (--config-file {config_file} and the command-line "
             "options) is not in detectron2's BACKBONE_REGISTRY: import the module that "
-            f"registers it before training. {_DEMO_HINT}"
+            f"registers it before training.{_demo_hint(name)}"
         )
 
 

@@ -25,6 +25,7 @@ from disalign_core import (
     POSTHOC_TYPES,
     DisAlignCalibration,
     PosthocAdjustment,
+    calibrate_foreground,
     grw_cross_entropy,
 )
 
@@ -272,15 +273,12 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
             # checkpoint does not set): the stage-1 foreground logits adjusted.
             if self.posthoc.type == "tau_norm":
                 # Linear classifier (the cosine one is refused): rows 0..K-1 of cls_score.
-                foreground = self.posthoc(
-                    scores[:, :k], self.cls_score.weight[:k], self.cls_score.bias[:k]
-                )
+                w, b = self.cls_score.weight[:k], self.cls_score.bias[:k]
+                scores = calibrate_foreground(scores, k, lambda z: self.posthoc(z, w, b))
             else:
-                foreground = self.posthoc(scores[:, :k])
-            scores = torch.cat([foreground, scores[:, k:]], dim=1)
+                scores = calibrate_foreground(scores, k, self.posthoc)
         elif self.calibration is not None:
-            foreground = self.calibration(scores[:, :k], x)
-            scores = torch.cat([foreground, scores[:, k:]], dim=1)
+            scores = calibrate_foreground(scores, k, lambda z: self.calibration(z, x))
         return scores, self.bbox_pred(x)
 
     def losses(
