@@ -5,6 +5,11 @@ Shapes: N images, C feature channels, K classes.
 ``z_j = s * (w_j . x) / (|w_j| |x|)`` with a learned scale ``s`` (initialised to 20) and no
 bias. ``CosineClsHead`` is MMPretrain's ``LinearClsHead`` whose ``fc`` is a ``CosineLinear``:
 the same parameter prefix (``head.fc.weight``), the same ``pre_logits`` and ``forward``.
+
+In stage 2 (``DisAlignClsHead(head='CosineClsHead')``) the confidence reads the raw feature
+``x`` by default (the paper's ``sigmoid(v . x + b)``); the authors' ``DisAlignNormalizedLinear``
+reads ``x / |x|``: ``calibration=dict(confidence_input='l2_normalized')``, the default with
+``calibration=dict(form='authors_cls')`` on this head.
 """
 
 from __future__ import annotations

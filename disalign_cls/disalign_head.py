@@ -39,6 +39,15 @@ when that is not given, from the head's ``GRWCrossEntropyLoss`` config:
   its checkpoints load unchanged). Nothing is trained: ``loss`` is an error naming the key;
 - ``calibration=dict(margin_init='prior', prior_tau=1.0)``: stage 2 starts its margin at the
   logit-adjustment solution (core ``DisAlignCalibration``), set when the head is built.
+
+The authors' released classification layer (cvpods ``DisAlignLinear``), for comparison with
+their numbers: ``calibration=dict(form='authors_cls')`` (on the command line
+``--cfg-options model.head.calibration.form=authors_cls``). Stage 2 then starts at
+``(1 + sigma(x)) z`` with the confidence weight at the constant 0.1, not at the stage-1 model
+(core ``DisAlignCalibration``'s docstring: on a ReLU network's pooled feature the confidence
+saturates at exactly 1 and learns nothing). On ``CosineClsHead`` it reads the L2-normalised
+feature, as their ``DisAlignNormalizedLinear``; ``calibration.confidence_input='l2_normalized'``
+gives the paper's form that input too.
 """
 
 from __future__ import annotations
@@ -124,7 +133,11 @@ class DisAlignClsHead(ClsHead):
             ``margin_init`` ("zero", the paper, default; "prior": start the margin at
             ``-prior_tau log pi``, see the module docstring), ``prior_tau`` (default 1.0) and
             ``class_frequencies`` (the training images per class for "prior"; default: the
-            ``GRWCrossEntropyLoss``'s).
+            ``GRWCrossEntropyLoss``'s); ``form`` ("paper", default; "authors_cls": the
+            authors' released cvpods classification layer, see the module docstring) and
+            ``confidence_input`` ("raw", default; "l2_normalized": the confidence reads
+            ``x / |x|``; default "l2_normalized" for ``form='authors_cls'`` on a cosine
+            classifier, as the authors' ``DisAlignNormalizedLinear``).
         posthoc (str | dict, optional): a training-free calibration instead of DisAlign's:
             ``dict(type='logit_adjustment' | 'tau_norm', tau=1.0, class_frequencies=None,
             zero_count='error')`` or the type name alone. For testing a stage-1 checkpoint;
@@ -185,6 +198,14 @@ class DisAlignClsHead(ClsHead):
             raise ValueError(
                 f"{CALIBRATION_KEY}.class_frequencies is only read with margin_init='prior'"
             )
+        if (
+            calibration.get("form") == "authors_cls"
+            and "confidence_input" not in calibration
+            and isinstance(self.get_submodule(self._linear_name), CosineLinear)
+        ):
+            # The authors' cosine layer (DisAlignNormalizedLinear) computes its confidence
+            # from the normalised feature, as its logits.
+            calibration["confidence_input"] = "l2_normalized"
         self.calibration = DisAlignCalibration(num_classes, in_channels, **calibration)
         self.posthoc: Optional[PosthocAdjustment] = None
         post = posthoc_config(posthoc, POSTHOC_KEY)

@@ -27,6 +27,28 @@ Differences from the authors' released code, kept on purpose:
   about 2% over the run (their ``s`` 1 -> 0.98 without gradient, our ``alpha`` x 0.98).
   Exclude ``alpha`` from decay with an optimizer ``paramwise_cfg`` to remove it altogether.
 
+The authors' released classification layer, ``form="authors_cls"`` (the paper's recipe,
+``form="paper"``, is the default). Their cvpods ``DisAlignLinear`` / ``DisAlignNormalizedLinear``
+compute ``(1 + sigma(x) * s) * z + sigma(x) * b`` with ``sigma(x) = sigmoid(v . x + c)`` from an
+``nn.Linear(C, 1)`` whose weight ``v`` is set to the constant 0.1 (``nn.init.constant_``) and
+whose bias ``c`` keeps torch's ``nn.Linear`` default, uniform in ``[-1/sqrt(C), 1/sqrt(C)]``;
+the scale ``s`` starts at 1 and the margin ``b`` at 0. This is eq. 6 with ``alpha = s``
+stored as it is (the same weight decay target as theirs) but started at 1, not 0: stage 2
+starts at ``(1 + sigma(x)) * z``, not at the stage-1 model. On the non-negative pooled
+features of a ReLU network ``v . x = 0.1 * sum(x)`` grows with the channel count (a mean
+activation of 0.1 over 2048 channels gives 20); from about 16.7 on float32's sigmoid rounds to
+exactly 1, and its gradient ``sigma * (1 - sigma)`` is then exactly 0: the confidence learns
+nothing and the released model is in effect ``(1 + s) * z + b``. ``form="authors_cls"``
+reproduces all of that (the initialisation; the formula is the same). It needs
+``confidence="input"`` and ``margin_init="zero"``. The authors' cosine classifier
+(``DisAlignNormalizedLinear``) feeds its confidence layer the L2-normalised feature
+(``confidence_input="l2_normalized"``), whose sum stays small: no saturation there.
+
+``confidence_input="l2_normalized"`` computes the confidence from ``x / |x|`` (torch's
+``F.normalize`` over the channel dim) instead of the raw feature, as the authors' cosine
+classifier (``DisAlignNormalizedLinear`` with ``feat_norm=True``) does. Default ``"raw"`` (the
+paper's ``sigmoid(v . x + b)``).
+
 Our option beyond the paper, off by default: ``margin_init="prior"`` starts the margin at the
 logit-adjustment solution instead of 0, so that stage 2 learns only what the class prior does
 not give. The calibrated logits then start at ``z + (sigma(x) / sigma_0) * m`` with
@@ -51,13 +73,24 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .posthoc import logit_adjustment_margin
 from .reweighting import Counts
 
-__all__ = ["CONFIDENCE_MODES", "MARGIN_INITS", "DisAlignCalibration", "confidence_at_start"]
+__all__ = [
+    "AUTHORS_CLS_CONFIDENCE_WEIGHT",
+    "CONFIDENCE_INPUTS",
+    "CONFIDENCE_MODES",
+    "FORMS",
+    "MARGIN_INITS",
+    "DisAlignCalibration",
+    "confidence_at_start",
+]
 
 # "input": sigma(x) = sigmoid(v . x + b), the paper's input-dependent confidence.
 # "input_bn_relu": sigma(x) = sigmoid(relu(bn(v . x))), the authors' segmentation code (>= 0.5).
@@ -67,6 +100,14 @@ CONFIDENCE_MODES = ("input", "input_bn_relu", "constant", "none")
 _INPUT_MODES = ("input", "input_bn_relu")
 # "zero": beta = 0, the identity start (the paper). "prior": the logit-adjustment start.
 MARGIN_INITS = ("zero", "prior")
+# "paper": alpha = beta = 0 and v ~ N(0, 0.01^2), b = 0: the identity start (eq. 6).
+# "authors_cls": the authors' released classification layer (cvpods DisAlignLinear): alpha = 1,
+# beta = 0, v = 0.1 everywhere, b as torch's nn.Linear bias (module docstring).
+FORMS = ("paper", "authors_cls")
+# The constant of the authors' nn.init.constant_(self.confidence_layer.weight, 0.1).
+AUTHORS_CLS_CONFIDENCE_WEIGHT = 0.1
+# What the confidence is computed from: the feature as it is, or L2-normalised over channels.
+CONFIDENCE_INPUTS = ("raw", "l2_normalized")
 
 
 def confidence_at_start(confidence: str) -> float:
@@ -89,6 +130,12 @@ class DisAlignCalibration(nn.Module):
         confidence (str): one of ``CONFIDENCE_MODES``.
         margin_init (str): "zero" (the paper: identity start) or "prior": ``beta`` starts at
             ``-prior_tau * log(pi) / sigma_0``, centred (module docstring).
+        form (str): "paper" (default: the identity start) or "authors_cls": the authors'
+            released classification layer's start, ``alpha = 1``, ``beta = 0``, confidence
+            weight 0.1 everywhere and bias uniform in ``[-1/sqrt(C), 1/sqrt(C)]`` (module
+            docstring); needs ``confidence="input"`` and ``margin_init="zero"``.
+        confidence_input (str): "raw" (default, the paper) or "l2_normalized": the confidence
+            of the input modes reads ``x / |x|`` (the authors' cosine classifier).
         class_counts (sequence or Tensor, optional): (K,) training counts giving ``pi``; only
             with ``margin_init="prior"``, which requires them.
         prior_tau (float): tau of the prior start, >= 0.
@@ -107,6 +154,8 @@ class DisAlignCalibration(nn.Module):
         use_margin: bool = True,
         confidence: str = "input",
         margin_init: str = "zero",
+        form: str = "paper",
+        confidence_input: str = "raw",
         class_counts: Optional[Counts] = None,
         prior_tau: float = 1.0,
         class_names: Optional[Sequence[str]] = None,
@@ -123,6 +172,27 @@ class DisAlignCalibration(nn.Module):
             raise ValueError(
                 f"in_channels must be a positive int for confidence={confidence!r}, "
                 f"got {in_channels!r}"
+            )
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        if form == "authors_cls" and confidence != "input":
+            raise ValueError(
+                "form='authors_cls' is the authors' classification layer, whose confidence is "
+                f"sigmoid(v . x + c): it needs confidence='input', got {confidence!r}"
+            )
+        if form == "authors_cls" and margin_init != "zero":
+            raise ValueError(
+                "form='authors_cls' starts the margin at 0 as the authors' layer: it needs "
+                f"margin_init='zero', got {margin_init!r}"
+            )
+        if confidence_input not in CONFIDENCE_INPUTS:
+            raise ValueError(
+                f"confidence_input must be one of {CONFIDENCE_INPUTS}, got {confidence_input!r}"
+            )
+        if confidence_input != "raw" and confidence not in _INPUT_MODES:
+            raise ValueError(
+                f"confidence_input={confidence_input!r} only applies to the input-dependent "
+                f"confidences {_INPUT_MODES}, got confidence={confidence!r}"
             )
         if margin_init not in MARGIN_INITS:
             raise ValueError(f"margin_init must be one of {MARGIN_INITS}, got {margin_init!r}")
@@ -141,10 +211,16 @@ class DisAlignCalibration(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.confidence_mode = confidence
+        self.form = form
+        self.confidence_input = confidence_input
 
         # Disabled terms are absent (None) rather than zero parameters: they then cannot be
         # trained by accident and do not appear in the checkpoint.
-        self.alpha = nn.Parameter(torch.zeros(num_classes)) if use_magnitude else None
+        # The authors' classification layer stores its scale s = alpha and starts it at 1.
+        alpha_start = 1.0 if form == "authors_cls" else 0.0
+        self.alpha = (
+            nn.Parameter(torch.full((num_classes,), alpha_start)) if use_magnitude else None
+        )
         self.beta = nn.Parameter(torch.zeros(num_classes)) if use_margin else None
 
         if not (use_magnitude or use_margin):
@@ -167,7 +243,15 @@ class DisAlignCalibration(nn.Module):
             with torch.no_grad():
                 self.beta.copy_(prior / confidence_at_start(confidence))
         self.confidence_norm: Optional[nn.Module] = None
-        if confidence == "input":
+        if confidence == "input" and form == "authors_cls":
+            # nn.Linear(C, 1) after nn.init.constant_(weight, 0.1); its bias keeps torch's
+            # nn.Linear default (kaiming-uniform fan-in bound 1/sqrt(C)).
+            self.confidence_weight = nn.Parameter(
+                torch.full((in_channels,), AUTHORS_CLS_CONFIDENCE_WEIGHT)
+            )
+            bound = 1.0 / math.sqrt(in_channels)
+            self.confidence_bias = nn.Parameter(torch.empty(1).uniform_(-bound, bound))
+        elif confidence == "input":
             # v and b of sigma(x) = sigmoid(v . x + b); a 1x1 conv on dense maps.
             self.confidence_weight = nn.Parameter(torch.empty(in_channels).normal_(std=0.01))
             self.confidence_bias = nn.Parameter(torch.zeros(1))
@@ -214,6 +298,9 @@ class DisAlignCalibration(nn.Module):
                 f"features must have shape (N, C={self.in_channels}, *), "
                 f"got {tuple(features.shape)}"
             )
+        if self.confidence_input == "l2_normalized":
+            # The authors' cosine classifier feeds its confidence layer x / |x| (dim 1).
+            features = F.normalize(features, dim=1)
         if features.dim() == 4:
             # Dense maps: a 1x1 convolution, the paper's pixel-wise confidence.
             weight = self.confidence_weight.view(1, -1, 1, 1)
@@ -261,6 +348,12 @@ class DisAlignCalibration(nn.Module):
             f"num_classes={self.num_classes}, in_channels={self.in_channels}, "
             f"magnitude={self.alpha is not None}, margin={self.beta is not None}, "
             f"confidence={self.confidence_mode!r}"
+            + (f", form={self.form!r}" if self.form != "paper" else "")
+            + (
+                f", confidence_input={self.confidence_input!r}"
+                if self.confidence_input != "raw"
+                else ""
+            )
             + (
                 f", margin_init='prior', prior_tau={self.prior_tau}"
                 if self.margin_init == "prior"

@@ -40,6 +40,9 @@ torch's default ``weights_only=True`` (``disalign_mmengine.checkpoints``); the l
 local file, its size and time. That cache is keyed by file name only: a file of that name
 already there is used whatever its host or contents. Other schemes (``s3://``,
 ``open-mmlab://``, ...) go through mmengine's ``CheckpointLoader``.
+
+``DisAlignBatchSizeHook`` logs the total batch and the learning rate a stage-2 run really
+starts from (after mmengine's ``auto_scale_lr``) and how to change them.
 """
 
 from __future__ import annotations
@@ -50,8 +53,11 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
@@ -65,7 +71,12 @@ from disalign_core.stage1_checkpoint import (
 
 from .checkpoints import download_checkpoint, load_local_checkpoint
 
-__all__ = ["CalibrationStageMixin", "load_stage1_checkpoint"]
+__all__ = [
+    "CalibrationStageMixin",
+    "DisAlignBatchSizeHook",
+    "batch_size_message",
+    "load_stage1_checkpoint",
+]
 
 CONFIG_KEY = "model.stage1_checkpoint"
 # How many tensors of another shape an error lists.
@@ -282,3 +293,120 @@ class CalibrationStageMixin:
                 logger="current",
                 level=logging.WARNING,
             )
+
+
+def _config_lr(cfg: Any) -> Optional[float]:
+    """The optimizer LR the config gives (``optim_wrapper.optimizer.lr``), before scaling."""
+    try:
+        return float(cfg["optim_wrapper"]["optimizer"]["lr"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _initial_lrs(optim_wrapper: Any) -> List[float]:
+    """The start LR of every parameter group: ``initial_lr`` (set by mmengine's parameter
+    schedulers, the value they decay from), else ``lr``."""
+    wrappers = list(optim_wrapper.values()) if hasattr(optim_wrapper, "values") else [optim_wrapper]
+    return [
+        float(group.get("initial_lr", group["lr"]))
+        for wrapper in wrappers
+        for group in wrapper.optimizer.param_groups
+    ]
+
+
+def batch_size_message(
+    per_process: int,
+    world_size: int,
+    config_lr: Optional[float],
+    used_lrs: List[float],
+    auto_scale_lr: Optional[dict],
+    by_epoch: bool = False,
+) -> Tuple[str, int]:
+    """The stage-2 log line on the total batch and the learning rate, and its log level.
+
+    Args:
+        per_process (int): images per process and iteration (``train_dataloader.batch_size``).
+        world_size (int): number of processes.
+        config_lr (float, optional): ``optim_wrapper.optimizer.lr`` of the config.
+        used_lrs (list[float]): the start LR of each parameter group, after mmengine's
+            ``auto_scale_lr`` (``Runner.scale_lr``) if enabled.
+        auto_scale_lr (dict, optional): the config's ``auto_scale_lr``.
+        by_epoch (bool): the schedule counts epochs (the same images at any batch), not
+            iterations (fewer images on a smaller batch).
+
+    Returns:
+        (str, int): the message; ``logging.INFO``, or ``logging.WARNING`` when the total batch
+        differs from ``auto_scale_lr.base_batch_size`` and the LR is not scaled.
+    """
+    total = per_process * world_size
+    used = sorted(set(used_lrs))
+    used_text = ", ".join(f"{lr:g}" for lr in used) if used else "unknown"
+    head = (
+        f"DisAlign stage 2: total batch {total} images per iteration = {per_process} per "
+        f"process (train_dataloader.batch_size) x {world_size} process"
+        f"{'es' if world_size != 1 else ''}; learning rate {used_text}"
+    )
+    base = (auto_scale_lr or {}).get("base_batch_size")
+    enabled = bool((auto_scale_lr or {}).get("enable", False))
+    lr_text = f"{config_lr:g}" if config_lr is not None else "the config's LR"
+    if base is None:
+        return f"{head} (optim_wrapper.optimizer.lr, no auto_scale_lr in the config).", logging.INFO
+    if total == base:
+        return (
+            f"{head}: the recipe's batch (auto_scale_lr.base_batch_size={base}) and LR "
+            f"{lr_text}, unscaled.",
+            logging.INFO,
+        )
+    schedule = (
+        "The schedule keeps its epochs (the recipe's images, in another number of iterations)."
+        if by_epoch
+        else "The schedule keeps its length in iterations, so the run sees "
+        f"{total}/{base} of the recipe's images."
+    )
+    if enabled:
+        return (
+            f"{head}: the config's LR {lr_text} is for {base} images "
+            f"(auto_scale_lr.base_batch_size), scaled linearly by {total}/{base} "
+            f"(auto_scale_lr.enable=True). {schedule} For the recipe's exact batch run "
+            f"{base} images per iteration (processes x train_dataloader.batch_size); to keep the "
+            f"LR {lr_text} unscaled: --cfg-options auto_scale_lr.enable=False.",
+            logging.INFO,
+        )
+    return (
+        f"{head}: NOT scaled, although the config's LR {lr_text} is for {base} images "
+        f"(auto_scale_lr.base_batch_size) and this run has {total} (auto_scale_lr.enable="
+        f"False). To scale it linearly: --cfg-options auto_scale_lr.enable=True; or run {base} "
+        "images per iteration (processes x train_dataloader.batch_size).",
+        logging.WARNING,
+    )
+
+
+@HOOKS.register_module()
+class DisAlignBatchSizeHook(Hook):
+    """Logs, when training starts, the total batch (images per process x processes), the
+    learning rate the run really starts from and how to change them (``batch_size_message``).
+
+    The stage-2 configs give the paper's LR for the paper's total batch (ADE20K: 32 images,
+    8 GPUs x 4; classification: 256) and enable mmengine's ``auto_scale_lr`` (the runner scales
+    the optimizer's LR by total / ``base_batch_size`` before the parameter schedulers are
+    built, ``Runner.scale_lr``), so a run on fewer processes gets the linearly scaled LR; this
+    line says so, or warns when the LR is left unscaled for another batch. Runs in
+    ``before_train``: after the scaling and after ``--resume`` loaded the optimizer.
+    """
+
+    priority = "VERY_LOW"
+
+    def before_train(self, runner) -> None:
+        loader = runner.train_dataloader
+        per_process = getattr(loader, "batch_size", None)
+        if per_process is None:  # a batch sampler without batch_size: nothing to report
+            return
+        message, level = batch_size_message(
+            int(per_process),
+            int(runner.world_size),
+            _config_lr(runner.cfg),
+            _initial_lrs(runner.optim_wrapper),
+            runner.cfg.get("auto_scale_lr"),
+            by_epoch=isinstance(runner.train_loop, EpochBasedTrainLoop),
+        )
+        print_log(message, logger="current", level=level)

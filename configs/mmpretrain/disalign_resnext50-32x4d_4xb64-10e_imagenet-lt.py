@@ -22,3 +22,13 @@ max_epochs = 10
 param_scheduler = dict(end=max_epochs)
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 default_hooks = dict(checkpoint=dict(interval=2))
+# The LR 0.1 is for 256 images per iteration (4 GPUs x 64, the paper's batch): another total
+# batch (processes x train_dataloader.batch_size) scales it linearly (mmengine's auto_scale_lr,
+# Runner.scale_lr), and the log says so at start (disalign_mmengine.DisAlignBatchSizeHook);
+# --cfg-options auto_scale_lr.enable=False keeps 0.1.
+auto_scale_lr = dict(enable=True, base_batch_size=256)
+custom_hooks = [
+    dict(type='DisAlignDataCheckHook'),
+    dict(type='DisAlignRecipeGuardHook'),
+    dict(type='DisAlignBatchSizeHook'),
+]

@@ -14,6 +14,35 @@ val_evaluator = dict(
     thresholds=(0.01, 0.001))
 test_evaluator = val_evaluator
 
+# Multi-scale + flip test (tools/test.py --tta) as mmseg 0.x's --aug-test, which gave the main
+# paper's Table 6 and mmseg's published "ms+flip" numbers: MultiScaleFlipAug with
+# img_scale=(2048, 512) and the ratios below resizes to (2048 r, 512 r) keeping the aspect ratio
+# (mmcv's rescale: factor = min(2048 r / long side, 512 r / short side)), each also flipped;
+# the softmax outputs are averaged at the original size (mmseg's SegTTAModel). mmseg 1.x's own
+# ADE20K tta_pipeline instead scales the raw image by each ratio (Resize scale_factor=r): the
+# same only for images whose short side is 512 and long side at most 2048.
+aug_test_scale = (2048, 512)
+aug_test_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(
+                    type='Resize',
+                    scale=(int(aug_test_scale[0] * r), int(aug_test_scale[1] * r)),
+                    keep_ratio=True) for r in aug_test_ratios
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
+
 # Before any iteration: every listed image/label map exists, and the GRW loss's frequency file
 # names the dataset's classes (disalign_seg.DisAlignDataCheckHook); --resume continues only the
 # recipe the checkpoint was trained with, and the work dir keeps the first config

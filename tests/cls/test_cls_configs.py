@@ -50,6 +50,11 @@ def test_full_size_config_carries_the_paper_settings_and_builds(name):
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.momentum, opt.weight_decay) == ("SGD", 0.1, 0.9, 5e-4)
     assert cfg.train_dataloader.batch_size * 4 == cfg.auto_scale_lr.base_batch_size == 256
+    # stage 2: the LR scaled linearly on another total batch, and the log says so; stage 1 as
+    # MMPretrain's configs (tools/train.py --auto-scale-lr turns it on)
+    assert cfg.auto_scale_lr.get("enable", False) == (stage == 2)
+    assert (dict(type="DisAlignBatchSizeHook") in cfg.custom_hooks) == (stage == 2)
+    assert dict(type="DisAlignRecipeGuardHook") in cfg.custom_hooks
     assert cfg.train_dataloader.dataset.ann_file == f"{dataset}_train.txt"
     assert cfg.test_evaluator.type == "LongTailAccuracy"
     assert cfg.test_evaluator.class_frequencies.ann_file == f"{dataset}_train.txt"

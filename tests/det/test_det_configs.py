@@ -75,6 +75,7 @@ def test_every_config_parses(path):
                 16,
             )
             assert cfg.MODEL.DISALIGN.RHO == 0.8
+            assert s.REFERENCE_WORLD_SIZE == 8  # 8 GPUs x 2: scaled on other world sizes
             if name.endswith("_zoo.yaml"):  # the zoo's checkpoint, as model_zoo.py gives it
                 zoo_name = "LVISv0.5-InstanceSegmentation/" + name[len("disalign_") : -9]
                 url = model_zoo.get_checkpoint_url(zoo_name + ".yaml")
@@ -166,6 +167,7 @@ def test_stage2_configs_set_only_the_stage2_recipe():
             (("MODEL", "DISALIGN", "CALIBRATION"), "True"),
             (("MODEL", "DISALIGN", "REWEIGHT"), "True"),
             (("MODEL", "DISALIGN", "FREEZE"), "True"),
+            (("SOLVER", "REFERENCE_WORLD_SIZE"), "8"),
             (("SOLVER", "STEPS"), "(8000,)"),
             (("SOLVER", "MAX_ITER"), "9000"),
             (("SOLVER", "CHECKPOINT_PERIOD"), "3000"),
@@ -201,6 +203,7 @@ STAGE2_RECIPE = {
     "MODEL.DISALIGN.REWEIGHT",
     "MODEL.DISALIGN.FREEZE",
     "DATALOADER.SAMPLER_TRAIN",
+    "SOLVER.REFERENCE_WORLD_SIZE",
     "SOLVER.STEPS",
     "SOLVER.MAX_ITER",
     "SOLVER.CHECKPOINT_PERIOD",
@@ -250,3 +253,41 @@ def test_zoo_checkpoint_keys_are_our_stage2_model_keys(backbone):
         for p in ("alpha", "beta", "confidence_weight", "confidence_bias")
     }
     assert {k: v for k, v in ours.items() if k not in calibration} == theirs
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LVISv1/disalign_mask_rcnn_R_50_FPN_1x.yaml",
+        "LVISv0.5/disalign_mask_rcnn_R_50_FPN_1x_zoo.yaml",
+    ],
+)
+def test_stage2_batch_is_scaled_to_the_world_size(name, caplog):
+    """detectron2's DefaultTrainer.__init__ (our Trainer's) runs auto_scale_workers: on 1 or 4
+    processes the stage-2 recipe keeps 2 images per process and scales the LR linearly, the
+    schedule inversely (the paper's images at its effective LR), and logs it; 8 is unchanged.
+    Setting IMS_PER_BATCH by hand needs REFERENCE_WORLD_SIZE 0 (detectron2 refuses 2 % 8)."""
+    import logging
+
+    from detectron2.engine import DefaultTrainer
+
+    cfg = tiny_cfg(os.path.join(CONFIGS, name))
+    assert DefaultTrainer.auto_scale_workers(cfg, 8) is cfg
+    for world, (batch, lr, max_iter, step, period) in {
+        1: (2, 0.0025, 72000, 64000, 24000),
+        4: (8, 0.01, 18000, 16000, 6000),
+    }.items():
+        with caplog.at_level(logging.INFO, logger="detectron2"):
+            scaled = DefaultTrainer.auto_scale_workers(cfg, world)
+        s = scaled.SOLVER
+        assert (s.IMS_PER_BATCH, s.MAX_ITER, tuple(s.STEPS)) == (batch, max_iter, (step,))
+        assert s.BASE_LR == pytest.approx(lr) and scaled.TEST.EVAL_PERIOD == period
+        assert f"Auto-scaling the config to batch_size={batch}" in caplog.text
+    by_hand = tiny_cfg(os.path.join(CONFIGS, name), ["SOLVER.IMS_PER_BATCH", "2"])
+    with pytest.raises(AssertionError, match="REFERENCE_WORLD_SIZE"):
+        DefaultTrainer.auto_scale_workers(by_hand, 1)
+    off = tiny_cfg(
+        os.path.join(CONFIGS, name),
+        ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.REFERENCE_WORLD_SIZE", "0"],
+    )
+    assert DefaultTrainer.auto_scale_workers(off, 1).SOLVER.IMS_PER_BATCH == 2

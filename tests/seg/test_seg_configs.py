@@ -58,7 +58,13 @@ def test_ade20k_stage2_schedule(path):
     assert cfg.optim_wrapper.optimizer.lr == 0.01
     # The paper's stage-2 batch: 8 GPUs x 4 images = 32, the LR's base for auto_scale_lr.
     assert cfg.train_dataloader.batch_size == 4 and "8xb4" in os.path.basename(path)
-    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=32)
+    # on fewer processes the LR is scaled linearly from 0.01 at 32 images, and the log says so
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=32)
+    assert cfg.custom_hooks == [
+        dict(type="DisAlignDataCheckHook"),
+        dict(type="DisAlignRecipeGuardHook"),
+        dict(type="DisAlignBatchSizeHook"),
+    ]
     assert cfg.param_scheduler[0].type == "PolyLR" and cfg.param_scheduler[0].end == 8000
     assert cfg.model.pretrained is None  # all weights from the stage-1 checkpoint
     # By default stage 2 starts from mmseg's public 160k checkpoint of the stage-1 config.
