@@ -58,7 +58,14 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from disalign_core import DisAlignCalibration, PosthocAdjustment, posthoc_config
+from disalign_core import posthoc_config
+from disalign_mmengine import (
+    CalibratedHeadFactory,
+    CalibratedHeadMixin,
+    build_calibration,
+    check_state_dict_shapes,
+    posthoc_loss_error,
+)
 
 from .cosine_head import CosineLinear
 from .frequencies import load_class_counts
@@ -74,40 +81,18 @@ LOSS_KEY = "model.head.loss"
 # Attribute path of the final linear classifier of heads that do not call it ``fc``.
 CLASSIFIER_NAMES: Dict[str, str] = {"VisionTransformerClsHead": "layers.head"}
 
-# inner head class -> its calibrated subclass, made once so that isinstance and pickling work.
-_CALIBRATED: Dict[type, type] = {}
 
-
-def _head_class(head: HeadSpec) -> type:
-    """The head class named by a registry name, a config dict or the class itself."""
-    name = head.get("type") if isinstance(head, dict) else head
-    cls = MODELS.get(name) if isinstance(name, str) else name
-    if cls is None:
-        raise KeyError(f"DisAlignClsHead: head {name!r} is not registered in MMPretrain's MODELS")
-    if not (isinstance(cls, type) and issubclass(cls, ClsHead)):
-        raise TypeError(f"DisAlignClsHead: head must be a ClsHead subclass, got {cls!r}")
-    if issubclass(cls, DisAlignClsHead):
-        raise TypeError(f"DisAlignClsHead: {cls.__name__} is already calibrated; do not nest them")
+def _refuse_classifier_less_head(cls: type) -> None:
     if cls is ClsHead:
         raise TypeError(
             "DisAlignClsHead: ClsHead has no classifier (it passes its input through); give a "
             "head with a linear classifier, e.g. 'LinearClsHead' or 'CosineClsHead'"
         )
-    return cls
 
 
 def calibrated_head_class(head: HeadSpec) -> type:
     """``DisAlign<Head>``: the subclass of ``(DisAlignClsHead, <Head>)`` for a head class."""
-    cls = _head_class(head)
-    if cls not in _CALIBRATED:
-        name = f"DisAlign{cls.__name__}"
-        sub = type(cls)(
-            name, (DisAlignClsHead, cls), {"__module__": __name__, "__qualname__": name}
-        )
-        # Module-level name so that pickle (spawned workers, deepcopy fallbacks) finds the class.
-        globals()[name] = sub
-        _CALIBRATED[cls] = sub
-    return _CALIBRATED[cls]
+    return DisAlignClsHead.head_factory(head)
 
 
 def _linear_shape(module: nn.Module) -> Optional[Tuple[int, int, str]]:
@@ -122,7 +107,7 @@ def _linear_shape(module: nn.Module) -> Optional[Tuple[int, int, str]]:
 
 
 @MODELS.register_module()
-class DisAlignClsHead(ClsHead):
+class DisAlignClsHead(CalibratedHeadMixin, ClsHead):
     """A classification head whose logits are calibrated by DisAlign.
 
     Args:
@@ -149,13 +134,6 @@ class DisAlignClsHead(ClsHead):
             lets a stage-2 config inherit them from the stage-1 config.
     """
 
-    def __new__(cls, head: HeadSpec = None, *args, **kwargs):
-        if cls is DisAlignClsHead:
-            if head is None:
-                raise TypeError("DisAlignClsHead needs head=<head name, config or class>")
-            cls = calibrated_head_class(head)
-        return super().__new__(cls)
-
     def __init__(
         self,
         head: HeadSpec,
@@ -168,7 +146,7 @@ class DisAlignClsHead(ClsHead):
         if isinstance(head, dict):
             head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
         super().__init__(**head_kwargs)
-        inner_name = type(self).__mro__[2].__name__
+        inner_name = self.inner_head.__name__
         self.classifier_name = classifier or CLASSIFIER_NAMES.get(inner_name, "fc")
         try:
             module = self.get_submodule(self.classifier_name)
@@ -187,50 +165,28 @@ class DisAlignClsHead(ClsHead):
         self._classifier_weight_key = f"{prefix}.{suffix}weight"
         self._linear_name = f"{prefix}.{suffix}".rstrip(".")
         loss_cfg = head_kwargs.get("loss")
+        cosine = isinstance(self.get_submodule(self._linear_name), CosineLinear)
         calibration = dict(calibration or {})
-        if calibration.get("margin_init", "zero") == "prior":
-            counts, names, key = _class_counts(
-                calibration.pop("class_frequencies", None), loss_cfg, num_classes, CALIBRATION_KEY
-            )
-            calibration.update(class_counts=counts, class_names=names, counts_key=key)
-            calibration.setdefault("tau_key", f"{CALIBRATION_KEY}.prior_tau")
-        elif "class_frequencies" in calibration:
-            raise ValueError(
-                f"{CALIBRATION_KEY}.class_frequencies is only read with margin_init='prior'"
-            )
-        if (
-            calibration.get("form") == "authors_cls"
-            and "confidence_input" not in calibration
-            and isinstance(self.get_submodule(self._linear_name), CosineLinear)
-        ):
+        if calibration.get("form") == "authors_cls" and cosine:
             # The authors' cosine layer (DisAlignNormalizedLinear) computes its confidence
             # from the normalised feature, as its logits.
-            calibration["confidence_input"] = "l2_normalized"
-        self.calibration = DisAlignCalibration(num_classes, in_channels, **calibration)
-        self.posthoc: Optional[PosthocAdjustment] = None
+            calibration.setdefault("confidence_input", "l2_normalized")
         post = posthoc_config(posthoc, POSTHOC_KEY)
-        if post is not None:
-            counts = names = key = None
-            if post["type"] == "logit_adjustment":
-                counts, names, key = _class_counts(
-                    post["class_frequencies"], loss_cfg, num_classes, POSTHOC_KEY
-                )
-            elif isinstance(self.get_submodule(self._linear_name), CosineLinear):
-                raise ValueError(
-                    f"{POSTHOC_KEY}='tau_norm' changes nothing on a cosine classifier "
-                    f"({inner_name}): its class weights are normalised before use. Use "
-                    "'logit_adjustment', or tau_norm on a linear classifier"
-                )
-            self.posthoc = PosthocAdjustment(
-                post["type"],
-                num_classes,
-                tau=post["tau"],
-                class_counts=counts,
-                class_names=names,
-                zero_count=post["zero_count"],
-                tau_key=f"{POSTHOC_KEY}.tau",
-                counts_key=key,
+        if post is not None and post["type"] == "tau_norm" and cosine:
+            raise ValueError(
+                f"{POSTHOC_KEY}='tau_norm' changes nothing on a cosine classifier "
+                f"({inner_name}): its class weights are normalised before use. Use "
+                "'logit_adjustment', or tau_norm on a linear classifier"
             )
+        self.calibration, self.posthoc = build_calibration(
+            num_classes,
+            in_channels,
+            calibration,
+            post,
+            read_frequencies=lambda source, key: _class_counts(source, loss_cfg, num_classes, key),
+            calibration_key=CALIBRATION_KEY,
+            posthoc_key=POSTHOC_KEY,
+        )
 
     @property
     def classifier(self) -> nn.Module:
@@ -259,35 +215,24 @@ class DisAlignClsHead(ClsHead):
     def loss(self, *args, **kwargs) -> dict:
         """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
         if self.posthoc is not None:
-            raise ValueError(
-                f"{POSTHOC_KEY}={self.posthoc.type!r} is a training-free calibration for testing "
-                "a stage-1 checkpoint (tools/test.py <config> <checkpoint>): there is nothing to "
-                f"train. Remove {POSTHOC_KEY} to train (stage 1: the plain head; stage 2: "
-                f"DisAlign, whose margin can start at the class prior with "
-                f"{CALIBRATION_KEY}.margin_init='prior')"
-            )
+            raise posthoc_loss_error(self.posthoc.type, POSTHOC_KEY, CALIBRATION_KEY)
         return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        # mmengine loads non-strictly and only warns about shape mismatches, which would leave
-        # a randomly initialised classifier in place: a checkpoint that does not fit is an error.
         k, c = self.calibration.num_classes, self.calibration.in_channels
-        expected = {
-            self._classifier_weight_key: (k, c),
-            "calibration.alpha": (k,),
-            "calibration.beta": (k,),
-            "calibration.confidence_weight": (c,),
-        }
-        for key, shape in expected.items():
-            value = state_dict.get(prefix + key)
-            if value is not None and tuple(value.shape) != shape:
-                raise ValueError(
-                    f"checkpoint does not fit the model: {prefix + key} has shape "
-                    f"{tuple(value.shape)} but the model's head expects {shape} "
-                    f"(num_classes={k}, in_channels={c})"
-                )
+        check_state_dict_shapes(
+            state_dict,
+            prefix,
+            {
+                self._classifier_weight_key: (k, c),
+                "calibration.alpha": (k,),
+                "calibration.beta": (k,),
+                "calibration.confidence_weight": (c,),
+            },
+            f"num_classes={k}, in_channels={c}",
+        )
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -311,3 +256,8 @@ def _class_counts(
             )
     counts, names = load_class_counts(source, num_classes, key=source_key)
     return counts, names, source_key
+
+
+DisAlignClsHead.head_factory = CalibratedHeadFactory(
+    DisAlignClsHead, ClsHead, MODELS, "MMPretrain", check=_refuse_classifier_less_head
+)
