@@ -64,7 +64,6 @@ from disalign_mmengine import (
     CalibratedHeadMixin,
     build_calibration,
     check_state_dict_shapes,
-    posthoc_loss_error,
 )
 
 from .cosine_head import CosineLinear
@@ -133,6 +132,9 @@ class DisAlignClsHead(CalibratedHeadMixin, ClsHead):
             ``loss``, ``topk``, ...); they update ``head`` when it is a dict. Passing them flat
             lets a stage-2 config inherit them from the stage-1 config.
     """
+
+    calibration_key = CALIBRATION_KEY
+    posthoc_key = POSTHOC_KEY
 
     def __init__(
         self,
@@ -211,12 +213,6 @@ class DisAlignClsHead(CalibratedHeadMixin, ClsHead):
             linear = self.get_submodule(self._linear_name)
             return self.posthoc(logits, linear.weight, getattr(linear, "bias", None))
         return self.calibration(logits, x)
-
-    def loss(self, *args, **kwargs) -> dict:
-        """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
-        if self.posthoc is not None:
-            raise posthoc_loss_error(self.posthoc.type, POSTHOC_KEY, CALIBRATION_KEY)
-        return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

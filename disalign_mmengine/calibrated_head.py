@@ -47,6 +47,9 @@ class CalibratedHeadMixin:
 
     head_factory: "CalibratedHeadFactory"
     inner_head: Optional[type] = None
+    # The wrapper's config keys of its two options, named in errors.
+    calibration_key: str = "calibration"
+    posthoc_key: str = "posthoc"
 
     def __new__(cls, head: HeadSpec = None, *args, **kwargs):
         if cls.inner_head is None:
@@ -54,6 +57,13 @@ class CalibratedHeadMixin:
                 raise TypeError(f"{cls.__name__} needs head=<head name, config or class>")
             cls = cls.head_factory(head)
         return super().__new__(cls)
+
+    def loss(self, *args, **kwargs) -> dict:
+        """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
+        posthoc = getattr(self, "posthoc", None)
+        if posthoc is not None:
+            raise posthoc_loss_error(posthoc.type, self.posthoc_key, self.calibration_key)
+        return super().loss(*args, **kwargs)
 
 
 class CalibratedHeadFactory:

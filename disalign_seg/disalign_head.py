@@ -50,7 +50,6 @@ from disalign_mmengine import (
     CalibratedHeadMixin,
     build_calibration,
     check_state_dict_shapes,
-    posthoc_loss_error,
 )
 
 __all__ = ["DisAlignHead", "calibrated_head_class"]
@@ -92,6 +91,9 @@ class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
             ``num_classes``, ``loss_decode``, ...); they update ``head`` when it is a dict.
             Passing them flat lets a stage-2 config inherit them from the stage-1 config.
     """
+
+    calibration_key = CALIBRATION_KEY
+    posthoc_key = POSTHOC_KEY
 
     def __init__(
         self,
@@ -168,12 +170,6 @@ class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
         if self.posthoc is not None:
             return self.posthoc(logits, self.conv_seg.weight, self.conv_seg.bias)
         return self.calibration(logits, feat)
-
-    def loss(self, *args, **kwargs) -> dict:
-        """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
-        if self.posthoc is not None:
-            raise posthoc_loss_error(self.posthoc.type, POSTHOC_KEY, CALIBRATION_KEY)
-        return super().loss(*args, **kwargs)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
