@@ -135,19 +135,15 @@ class DisAlignClsHead(CalibratedHeadMixin, ClsHead):
 
     calibration_key = CALIBRATION_KEY
     posthoc_key = POSTHOC_KEY
+    wrapper_options = ("classifier",)
 
-    def __init__(
+    def init_calibration(
         self,
-        head: HeadSpec,
-        *,
-        calibration: Optional[dict] = None,
-        posthoc: Union[None, str, dict] = None,
+        calibration: Optional[dict],
+        posthoc: Union[None, str, dict],
+        head_kwargs: dict,
         classifier: Optional[str] = None,
-        **head_kwargs,
-    ):
-        if isinstance(head, dict):
-            head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
-        super().__init__(**head_kwargs)
+    ) -> None:
         inner_name = self.inner_head.__name__
         self.classifier_name = classifier or CLASSIFIER_NAMES.get(inner_name, "fc")
         try:

@@ -14,7 +14,7 @@ decides). Soft targets (Mixup, CutMix) are averaged over N, as torch does.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
@@ -38,7 +38,7 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
         class_frequencies (dict | str | sequence of float): training images per class: an
             MMPretrain dataset config (its annotation list is counted), a frequency file, or
             the counts (``frequencies.load_class_counts``).
-        rho (float): the re-weighting exponent (paper: 1.2 linear, 1.5 cosine classifier);
+        rho (float): the re-weighting exponent (default 1.2; paper: 1.2 linear, 1.5 cosine);
             0 gives plain cross-entropy, 1 inverse frequency. Must be >= 0.
         num_classes (int, optional): expected K, checked against the counts at build time (the
             logits are always checked at run time).
@@ -50,37 +50,21 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
         loss_weight (float): factor on the loss.
     """
 
-    def __init__(
-        self,
-        class_frequencies: ClassCountSource,
-        rho: float = 1.2,
-        num_classes: Optional[int] = None,
-        zero_count: str = "error",
-        reduction: str = "mean",
-        avg_mode: str = "weighted",
-        loss_weight: float = 1.0,
-    ):
+    default_rho = 1.2
+    frequency_key = LOSS_FREQUENCY_KEY
+    rho_key = LOSS_RHO_KEY
+
+    def read_frequencies(
+        self, class_frequencies: ClassCountSource, num_classes: Optional[int]
+    ) -> Tuple[List[float], Optional[List[str]], str]:
         counts, names = load_class_counts(class_frequencies, num_classes, key=LOSS_FREQUENCY_KEY)
-        source = (
-            repr(class_frequencies)
-            if isinstance(class_frequencies, str)
-            else (
-                "the dataset's annotation list"
-                if isinstance(class_frequencies, dict)
-                else f"a list of {len(counts)} numbers"
-            )
-        )
-        super().__init__(
-            counts,
-            names,
-            source,
-            rho=rho,
-            zero_count=zero_count,
-            reduction=reduction,
-            avg_mode=avg_mode,
-            loss_weight=loss_weight,
-            rho_key=LOSS_RHO_KEY,
-        )
+        if isinstance(class_frequencies, str):
+            source = repr(class_frequencies)
+        elif isinstance(class_frequencies, dict):
+            source = "the dataset's annotation list"
+        else:
+            source = f"a list of {len(counts)} numbers"
+        return counts, names, source
 
     def forward(
         self,

@@ -50,6 +50,8 @@ class CalibratedHeadMixin:
     # The wrapper's config keys of its two options, named in errors.
     calibration_key: str = "calibration"
     posthoc_key: str = "posthoc"
+    # Further wrapper arguments (not the inner head's), passed to ``init_calibration``.
+    wrapper_options: Tuple[str, ...] = ()
 
     def __new__(cls, head: HeadSpec = None, *args, **kwargs):
         if cls.inner_head is None:
@@ -57,6 +59,29 @@ class CalibratedHeadMixin:
                 raise TypeError(f"{cls.__name__} needs head=<head name, config or class>")
             cls = cls.head_factory(head)
         return super().__new__(cls)
+
+    def __init__(
+        self,
+        head: HeadSpec,
+        *,
+        calibration: Optional[dict] = None,
+        posthoc: Union[None, str, dict] = None,
+        **head_kwargs,
+    ):
+        # A config dict for ``head`` gives the inner head's arguments; flat ones override them
+        # (so a stage-2 config can inherit them from the stage-1 config).
+        if isinstance(head, dict):
+            head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
+        options = {k: head_kwargs.pop(k) for k in self.wrapper_options if k in head_kwargs}
+        super().__init__(**head_kwargs)
+        self.init_calibration(calibration, posthoc, head_kwargs, **options)
+
+    def init_calibration(
+        self, calibration: Optional[dict], posthoc: Union[None, str, dict], head_kwargs: dict
+    ) -> None:
+        """Build ``self.calibration`` and ``self.posthoc`` (``build_calibration``) once the inner
+        head is built; ``head_kwargs`` are its arguments (the loss config, ...)."""
+        raise NotImplementedError
 
     def loss(self, *args, **kwargs) -> dict:
         """The inner head's loss; an error with ``posthoc``, which has nothing to train."""

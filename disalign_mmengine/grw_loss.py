@@ -24,7 +24,7 @@ shares, an annotation list) and registers the subclass in its framework's ``MODE
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -36,55 +36,65 @@ __all__ = ["GRWCrossEntropyLossBase"]
 class GRWCrossEntropyLossBase(nn.Module):
     """Cross-entropy with DisAlign's generalized re-weighting (module docstring).
 
+    A plugin's subclass sets ``default_rho`` and the config keys, and implements
+    ``read_frequencies``; its ``__init__`` is this one.
+
     Args:
-        counts (sequence of float): (K,) training frequency of each class.
-        class_names (sequence of str, optional): (K,) names, for error messages.
-        frequency_source (str): where ``counts`` came from, for error messages.
-        rho (float): the re-weighting exponent; 0 gives plain cross-entropy, 1 inverse
-            frequency. Must be >= 0.
-        num_classes (int, optional): expected K, checked against ``counts``.
-        zero_count (str): a class with frequency 0: "error" raises naming it, "warn" gives it
-            the weight of the rarest class.
+        class_frequencies: the training frequency of each class, in any form the plugin's
+            ``read_frequencies`` reads (a file, a list, a dataset config).
+        rho (float, optional): the re-weighting exponent (default: ``default_rho``); 0 gives
+            plain cross-entropy, 1 inverse frequency. Must be >= 0.
+        num_classes (int, optional): expected K, checked against the frequencies at build time
+            (the logits are always checked at run time).
+        zero_count (str): a class with frequency 0: "error" (default) raises naming it, "warn"
+            gives it the weight of the rarest class.
         reduction (str): "mean", "sum" or "none".
-        avg_mode (str): denominator of "mean": "weighted", "all" or "labelled".
+        avg_mode (str): denominator of "mean": "weighted" (default), "all" or "labelled".
         loss_weight (float): factor on the loss.
-        rho_key (str): the config key of ``rho``, named in errors.
     """
+
+    default_rho: float = 1.0
+    frequency_key: str = "loss.class_frequencies"
+    rho_key: str = "loss.rho"
 
     def __init__(
         self,
-        counts: Sequence[float],
-        class_names: Optional[Sequence[str]],
-        frequency_source: str,
-        *,
-        rho: float,
+        class_frequencies: Any,
+        rho: Optional[float] = None,
         num_classes: Optional[int] = None,
         zero_count: str = "error",
         reduction: str = "mean",
         avg_mode: str = "weighted",
         loss_weight: float = 1.0,
-        rho_key: Optional[str] = None,
     ):
         super().__init__()
         check_reduction(reduction, avg_mode)
+        rho = self.default_rho if rho is None else rho
+        counts, names, source = self.read_frequencies(class_frequencies, num_classes)
         weights = grw_class_weights(
             counts,
             rho,
             num_classes=num_classes,
             zero_count=zero_count,
-            class_names=class_names,
-            rho_key=rho_key,
+            class_names=names,
+            rho_key=self.rho_key,
         )
         # Not persistent: derived from the training set, so checkpoints stay loadable into
         # plain models and new frequencies take effect on resume.
         self.register_buffer("class_weight", weights, persistent=False)
         # The plugins' heads and data checks name them in their errors.
-        self.frequency_source = frequency_source
-        self.class_names = list(class_names) if class_names is not None else None
+        self.frequency_source = source
+        self.class_names = list(names) if names is not None else None
         self.rho = rho
         self.reduction = reduction
         self.avg_mode = avg_mode
         self.loss_weight = loss_weight
+
+    def read_frequencies(
+        self, class_frequencies: Any, num_classes: Optional[int]
+    ) -> Tuple[Sequence[float], Optional[Sequence[str]], str]:
+        """(K,) counts, (K,) names or None, and the source as errors name it."""
+        raise NotImplementedError
 
     def check_logits(self, cls_score: Tensor) -> None:
         """(N, K, *) logits for the K classes of the frequencies, or a ValueError."""

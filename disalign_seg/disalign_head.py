@@ -95,17 +95,9 @@ class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
     calibration_key = CALIBRATION_KEY
     posthoc_key = POSTHOC_KEY
 
-    def __init__(
-        self,
-        head: HeadSpec,
-        *,
-        calibration: Optional[dict] = None,
-        posthoc: Union[None, str, dict] = None,
-        **head_kwargs,
-    ):
-        if isinstance(head, dict):
-            head_kwargs = {**{k: v for k, v in head.items() if k != "type"}, **head_kwargs}
-        super().__init__(**head_kwargs)
+    def init_calibration(
+        self, calibration: Optional[dict], posthoc: Union[None, str, dict], head_kwargs: dict
+    ) -> None:
         conv_seg = getattr(self, "conv_seg", None)
         if not isinstance(conv_seg, nn.Conv2d):
             raise TypeError(

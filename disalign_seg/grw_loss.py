@@ -22,7 +22,7 @@ mmseg 1.x's own ``CrossEntropyLoss(class_weight=...)`` divides by the labels' we
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from mmseg.registry import MODELS
 from torch import Tensor
@@ -45,7 +45,8 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
         class_frequencies (str | sequence of float): per-class pixel frequencies: a file
             (ADE20K's ``objectInfo150.txt``, or the JSON/text written by
             ``tools/compute_pixel_frequencies.py``) or the numbers.
-        rho (float): the re-weighting exponent (paper: 0.3 for ADE20K); 0 gives plain CE.
+        rho (float): the re-weighting exponent (default 0.3, the paper's for ADE20K); 0 gives
+            plain CE.
         num_classes (int, optional): expected K; checked against the frequencies at build time
             (the logits are always checked at run time).
         zero_count (str): a class with zero frequency: "error" (default) raises, "warn" gives
@@ -57,31 +58,19 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
         loss_name (str): key in the loss dict; must start with ``loss_`` to be back-propagated.
     """
 
-    def __init__(
-        self,
-        class_frequencies: FrequencySource,
-        rho: float = 0.3,
-        num_classes: Optional[int] = None,
-        zero_count: str = "error",
-        reduction: str = "mean",
-        avg_mode: str = "weighted",
-        loss_weight: float = 1.0,
-        loss_name: str = "loss_grw_ce",
-    ):
-        frequencies = read_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
-        super().__init__(
-            frequencies.counts,
-            frequencies.names,
-            frequencies.source,
-            rho=rho,
-            num_classes=num_classes,
-            zero_count=zero_count,
-            reduction=reduction,
-            avg_mode=avg_mode,
-            loss_weight=loss_weight,
-            rho_key=LOSS_RHO_KEY,
-        )
+    default_rho = 0.3
+    frequency_key = LOSS_FREQUENCY_KEY
+    rho_key = LOSS_RHO_KEY
+
+    def __init__(self, *args, loss_name: str = "loss_grw_ce", **kwargs):
+        super().__init__(*args, **kwargs)
         self._loss_name = loss_name
+
+    def read_frequencies(
+        self, class_frequencies: FrequencySource, num_classes: Optional[int]
+    ) -> Tuple[List[float], Optional[List[str]], str]:
+        frequencies = read_class_frequencies(class_frequencies, key=LOSS_FREQUENCY_KEY)
+        return frequencies.counts, frequencies.names, frequencies.source
 
     @property
     def loss_name(self) -> str:
