@@ -63,7 +63,6 @@ from disalign_mmengine import (
     CalibratedHeadFactory,
     CalibratedHeadMixin,
     build_calibration,
-    check_state_dict_shapes,
 )
 
 from .cosine_head import CosineLinear
@@ -210,24 +209,17 @@ class DisAlignClsHead(CalibratedHeadMixin, ClsHead):
             return self.posthoc(logits, linear.weight, getattr(linear, "bias", None))
         return self.calibration(logits, x)
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
+    def expected_state_shapes(self) -> Tuple[Dict[str, Tuple[int, ...]], str]:
+        # mmengine loads non-strictly and only warns about shape mismatches, which would leave
+        # a randomly initialised classifier in place: a checkpoint that does not fit is an error.
         k, c = self.calibration.num_classes, self.calibration.in_channels
-        check_state_dict_shapes(
-            state_dict,
-            prefix,
-            {
-                self._classifier_weight_key: (k, c),
-                "calibration.alpha": (k,),
-                "calibration.beta": (k,),
-                "calibration.confidence_weight": (c,),
-            },
-            f"num_classes={k}, in_channels={c}",
-        )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        shapes = {
+            self._classifier_weight_key: (k, c),
+            "calibration.alpha": (k,),
+            "calibration.beta": (k,),
+            "calibration.confidence_weight": (c,),
+        }
+        return shapes, f"num_classes={k}, in_channels={c}"
 
 
 def _class_counts(

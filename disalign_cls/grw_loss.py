@@ -66,33 +66,13 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
             source = f"a list of {len(counts)} numbers"
         return counts, names, source
 
-    def forward(
-        self,
-        cls_score: Tensor,
-        label: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float] = None,
-        reduction_override: Optional[str] = None,
-        **kwargs,
-    ) -> Tensor:
-        """Weighted cross-entropy.
-
-        Args:
-            cls_score (Tensor): (N, K) logits.
-            label (Tensor): (N,) int64 labels in [0, K), or (N, K) soft targets (batch
-                augmentations such as Mixup), which torch weights per class and averages
-                over N.
-            weight (Tensor, optional): (N,) per-sample weights, multiplied in (with "weighted"
-                they weight the denominator too).
-            avg_factor (float, optional): not used (``avg_mode`` decides).
-            reduction_override (str, optional): overrides ``reduction``.
-
-        Returns:
-            Tensor: scalar, or (N,) with reduction "none"; times ``loss_weight``.
-        """
-        reduction = reduction_override or self.reduction
+    def forward(self, cls_score: Tensor, label: Tensor, *args, **kwargs) -> Tensor:
+        """The base class's loss of (N, K) logits and (N,) labels; (N, K) soft targets (batch
+        augmentations such as Mixup) are weighted per class by torch and averaged over N."""
         if label.dim() != 2:
-            return self.weighted_cross_entropy(cls_score, label, reduction=reduction, weight=weight)
+            return super().forward(cls_score, label, *args, **kwargs)
+        weight = kwargs.get("weight", args[0] if args else None)
+        reduction = kwargs.get("reduction_override") or self.reduction
         self.check_logits(cls_score)
         per_item = F.cross_entropy(
             cls_score, label, weight=self.class_weight.to(cls_score), reduction="none"

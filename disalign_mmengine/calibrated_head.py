@@ -83,6 +83,20 @@ class CalibratedHeadMixin:
         head is built; ``head_kwargs`` are its arguments (the loss config, ...)."""
         raise NotImplementedError
 
+    def expected_state_shapes(self) -> Tuple[Dict[str, Tuple[int, ...]], str]:
+        """(parameter name -> the model's shape, for the classifier and the calibration; the
+        model's setting for the message), checked by ``_load_from_state_dict``."""
+        raise NotImplementedError
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        shapes, model = self.expected_state_shapes()
+        check_state_dict_shapes(state_dict, prefix, shapes, model)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def loss(self, *args, **kwargs) -> dict:
         """The inner head's loss; an error with ``posthoc``, which has nothing to train."""
         posthoc = getattr(self, "posthoc", None)

@@ -107,6 +107,39 @@ class GRWCrossEntropyLossBase(nn.Module):
                 f"({self.frequency_source}) does not match num_classes"
             )
 
+    def forward(
+        self,
+        cls_score: Tensor,
+        label: Tensor,
+        weight: Optional[Tensor] = None,
+        avg_factor: Optional[float] = None,
+        reduction_override: Optional[str] = None,
+        ignore_index: int = -100,
+        **kwargs,
+    ) -> Tensor:
+        """Class-weighted cross-entropy, reduced by ``reduction`` and ``avg_mode``.
+
+        Args:
+            cls_score (Tensor): (N, K, *) logits.
+            label (Tensor): (N, *) int64 labels in [0, K) or ``ignore_index``.
+            weight (Tensor, optional): (N, *) per-item factors (mmseg's pixel samplers,
+                MMPretrain's sample weights); with ``avg_mode="weighted"`` they also weight
+                the denominator.
+            avg_factor (float, optional): not used (module docstring: ``avg_mode`` decides).
+            reduction_override (str, optional): overrides ``reduction``.
+            ignore_index (int): label to ignore (mmseg's decode heads pass their own).
+
+        Returns:
+            Tensor: scalar, or (N, *) with reduction "none"; times ``loss_weight``.
+        """
+        return self.weighted_cross_entropy(
+            cls_score,
+            label,
+            reduction=reduction_override or self.reduction,
+            weight=weight,
+            ignore_index=ignore_index,
+        )
+
     def weighted_cross_entropy(
         self,
         cls_score: Tensor,

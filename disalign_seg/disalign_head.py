@@ -38,7 +38,7 @@ reads them) or, when that is not given, from the head's ``GRWCrossEntropyLoss`` 
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
@@ -49,7 +49,6 @@ from disalign_mmengine import (
     CalibratedHeadFactory,
     CalibratedHeadMixin,
     build_calibration,
-    check_state_dict_shapes,
 )
 
 __all__ = ["DisAlignHead", "calibrated_head_class"]
@@ -163,24 +162,17 @@ class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
             return self.posthoc(logits, self.conv_seg.weight, self.conv_seg.bias)
         return self.calibration(logits, feat)
 
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):
+    def expected_state_shapes(self) -> Tuple[Dict[str, Tuple[int, ...]], str]:
+        # mmengine loads non-strictly and only warns about shape mismatches, which would leave
+        # a randomly initialised classifier in place: another class count is an error.
         k, c = self.conv_seg.out_channels, self.conv_seg.in_channels
-        check_state_dict_shapes(
-            state_dict,
-            prefix,
-            {
-                "conv_seg.weight": tuple(self.conv_seg.weight.shape),
-                "conv_seg.bias": (k,),
-                "calibration.alpha": (k,),
-                "calibration.beta": (k,),
-            },
-            f"num_classes={self.num_classes}, channels={c}",
-        )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        shapes = {
+            "conv_seg.weight": tuple(self.conv_seg.weight.shape),
+            "conv_seg.bias": (k,),
+            "calibration.alpha": (k,),
+            "calibration.beta": (k,),
+        }
+        return shapes, f"num_classes={self.num_classes}, channels={c}"
 
 
 def _loss_frequency_source(loss_cfg: Any) -> Tuple[Any, Optional[str]]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from mmseg.registry import MODELS
-from torch import Tensor
 
 from disalign_core import FrequencySource, read_class_frequencies
 from disalign_mmengine import GRWCrossEntropyLossBase
@@ -76,39 +75,6 @@ class GRWCrossEntropyLoss(GRWCrossEntropyLossBase):
     def loss_name(self) -> str:
         """Name of the loss item in the loss dict (mmseg convention)."""
         return self._loss_name
-
-    def forward(
-        self,
-        cls_score: Tensor,
-        label: Tensor,
-        weight: Optional[Tensor] = None,
-        avg_factor: Optional[float] = None,
-        reduction_override: Optional[str] = None,
-        ignore_index: int = -100,
-        **kwargs,
-    ) -> Tensor:
-        """Class-weighted cross-entropy, reduced by ``reduction`` and ``avg_mode``.
-
-        Args:
-            cls_score (Tensor): (N, K, H, W) logits.
-            label (Tensor): (N, H, W) int64 labels in [0, K) or ``ignore_index``.
-            weight (Tensor, optional): (N, H, W) per-pixel factors (mmseg's pixel samplers);
-                with ``avg_mode="weighted"`` they also weight the denominator.
-            avg_factor (float, optional): not used (``avg_mode`` decides; mmseg's decode heads
-                pass none).
-            reduction_override (str, optional): overrides ``reduction``.
-            ignore_index (int): label to ignore; the decode head passes its own.
-
-        Returns:
-            Tensor: scalar, or (N, H, W) with reduction "none"; times ``loss_weight``.
-        """
-        return self.weighted_cross_entropy(
-            cls_score,
-            label,
-            reduction=reduction_override or self.reduction,
-            weight=weight,
-            ignore_index=ignore_index,
-        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, loss_name={self.loss_name!r}"
