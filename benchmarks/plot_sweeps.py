@@ -67,14 +67,18 @@ def is_paper_recipe(run: dict, sweep: dict) -> bool:
 def best(runs: List[dict], tail: str, overall: str) -> Optional[dict]:
     """The run with the highest tail metric (ties: the higher overall metric)."""
     runs = [r for r in runs if tail in r.get("metrics", {})]
-    return max(runs, key=lambda r: (r["metrics"][tail], r["metrics"].get(overall, 0.0)), default=None)
+    return max(
+        runs, key=lambda r: (r["metrics"][tail], r["metrics"].get(overall, 0.0)), default=None
+    )
 
 
 def table(sweep: dict) -> str:
     tail, overall = sweep["tail_metric"], sweep["overall_metric"]
     runs = sweep["runs"]
     disalign = [r for r in runs if r["method"] == "disalign"]
-    la = [r for r in runs if r["method"] == "logit_adjustment" and r.get("data", "train") == "train"]
+    la = [
+        r for r in runs if r["method"] == "logit_adjustment" and r.get("data", "train") == "train"
+    ]
     tn = [r for r in runs if r["method"] == "tau_norm" and r.get("data", "train") == "train"]
     rows: List[tuple] = [("stage 1", sweep["stage1"]["metrics"])]
     paper = next((r for r in disalign if is_paper_recipe(r, sweep)), None)
@@ -93,7 +97,9 @@ def table(sweep: dict) -> str:
     if top_tn:
         rows.append((f"best {label(top_tn, sweep)}", top_tn["metrics"]))
     keys = [overall, tail] + [
-        k for k in sweep["stage1"]["metrics"] if k not in (overall, tail) and not k.endswith("_count")
+        k
+        for k in sweep["stage1"]["metrics"]
+        if k not in (overall, tail) and not k.endswith("_count")
     ]
     base = sweep["stage1"]["metrics"]
     lines = [
@@ -130,7 +136,9 @@ def plot(sweep: dict, path: str) -> None:
         left, right = axes[row]
         for name, runs in sorted(curves.items()):
             runs = sorted(runs, key=lambda r: r["rho"])
-            left.plot([r["rho"] for r in runs], [r["metrics"][metric] for r in runs], "o-", label=name)
+            left.plot(
+                [r["rho"] for r in runs], [r["metrics"][metric] for r in runs], "o-", label=name
+            )
         for run in sweep["runs"]:
             if run["method"] == "disalign" and run.get("lr") not in (None, sweep.get("default_lr")):
                 left.plot(run["rho"], run["metrics"][metric], "x", ms=9, label=label(run, sweep))
@@ -180,7 +188,9 @@ def main() -> None:
         plot(sweep, path)
         print(f"\n{table(sweep)}\n\n(plot: {path})")
     if not found:
-        raise SystemExit(f"no <part>_sweep.json in {args.dir}: run benchmarks/sweep_det.py / sweep_mm.py")
+        raise SystemExit(
+            f"no <part>_sweep.json in {args.dir}: run benchmarks/sweep_det.py / sweep_mm.py"
+        )
 
 
 if __name__ == "__main__":
