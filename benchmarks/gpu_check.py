@@ -16,8 +16,9 @@
    Median wall time of ``--time-iters`` iterations after one warm-up, and peak memory:
    ``torch.cuda.max_memory_allocated`` (absolute, weights included) and its rise above the
    memory allocated before the first iteration. The overrides of the shipped configs are
-   full_size_configs.py's (it prints them): its per-process detectron2 batch of 2 images, the
-   configs' own mmseg batch.
+   full_size_configs.py's (it prints them; its code is the ``benchmarks/full_size`` package,
+   whose runs, batch and model building this script reuses): its per-process detectron2 batch
+   of 2 images, the configs' own mmseg batch.
 2. Tiny runs on the GPU, one per framework: detectron2 (tools/demo/det_demo.py's tiny
    Faster R-CNN, ``--quick`` schedule, with MODEL.DEVICE cuda), MMSegmentation and MMPretrain
    (tools/demo/seg_demo.py / cls_demo.py ``--quick``; mmengine puts them on the GPU when one
@@ -50,7 +51,11 @@ from typing import Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TOOLS_DEMO = os.path.join(ROOT, "tools", "demo")
-for _p in (HERE, ROOT):  # full_size_configs and common; the checkout's packages
+# benchmarks/ is a folder of scripts, not an installed package: on sys.path, its full_size
+# package (full_size_configs.py's code) and its common module import as top-level names; ROOT
+# for the checkout's own packages. The full_size imports stay inside the functions, after main
+# has hidden the GPU for --device cpu.
+for _p in (HERE, ROOT):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -103,7 +108,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def full_size_args(args) -> argparse.Namespace:
-    """The options full_size_configs.py's functions read (its defaults, ours where shared)."""
+    """The options the full_size package's functions read (full_size_configs.py's defaults,
+    ours where shared)."""
     return argparse.Namespace(
         iters=args.iters,
         time_iters=args.time_iters,
@@ -139,39 +145,28 @@ def _amp(device: str):
 def cost_worker(spec: dict) -> dict:
     """One measurement in this process. ``spec``: framework ("det"/"seg"), mode ("stage1",
     "stage2", "nograd"), precision ("fp32"/"amp"), device, stage1_cfg, stage2_cfg, batch_file,
-    checkpoint (the stage-1 checkpoint), opts (detectron2 options), out (working directory),
-    time_iters, demo (add the demo's tiny backbone keys: for tests)."""
+    checkpoint (the stage-1 checkpoint), opts (detectron2 options), full_size_args (mmseg: the
+    options of full_size's overrides), out (working directory), time_iters, demo (add the
+    demo's tiny backbone keys: for tests). The model is full_size's (``det_model`` /
+    ``mm_model``) on ``device``; the step adds AMP."""
     import contextlib
 
-    import full_size_configs as fsc
     import torch
+    from full_size.cost import det_model, measure_steps, mm_model
 
     device, mode = spec["device"], spec["mode"]
     amp = spec["precision"] == "amp"
     autocast, scaler = _amp(device) if amp else (contextlib.nullcontext, None)
     os.chdir(spec["out"])
-    torch.manual_seed(0)
     batch = torch.load(spec["batch_file"], weights_only=False)
     if spec["framework"] == "det":
-        from detectron2.config import get_cfg
-        from detectron2.modeling import build_model
         from detectron2.solver import build_optimizer
         from detectron2.utils.events import EventStorage
 
-        from disalign_det import DisAlignCheckpointer, add_disalign_config, freeze_for_calibration
-
-        cfg = get_cfg()
-        add_disalign_config(cfg)
-        if spec.get("demo"):
-            from disalign_demo.det import add_tiny_backbone_config
-
-            add_tiny_backbone_config(cfg)
-        cfg.merge_from_file(spec["stage1_cfg"] if mode == "stage1" else spec["stage2_cfg"])
-        cfg.merge_from_list(list(spec["opts"]) + ["MODEL.DEVICE", device])
-        model = build_model(cfg)
-        if cfg.MODEL.DISALIGN.FREEZE:
-            freeze_for_calibration(model)
-        DisAlignCheckpointer(model).load(spec["checkpoint"])
+        cfg, model = det_model(
+            mode, spec["stage1_cfg"], spec["stage2_cfg"], spec["opts"], spec["checkpoint"],
+            device, demo=spec.get("demo", False),
+        )  # fmt: skip
         optimizer = build_optimizer(cfg, model) if mode != "nograd" else None
 
         def losses():
@@ -179,17 +174,12 @@ def cost_worker(spec: dict) -> dict:
 
         storage = EventStorage(0)
     else:
-        from mmengine.model import revert_sync_batchnorm
         from mmengine.optim import build_optim_wrapper
-        from mmengine.runner import load_checkpoint
 
-        cfg_path = spec["stage1_cfg"] if mode == "stage1" else spec["stage2_cfg"]
-        cfg, models = fsc._mm_framework(
-            spec["framework"], spec["stage1_cfg"], cfg_path, spec["fsc_args"]
-        )
-        model = revert_sync_batchnorm(models.build(cfg.model))  # stage 2 freezes here
-        load_checkpoint(model, spec["checkpoint"], map_location="cpu")
-        model = model.to(device)
+        cfg, model = mm_model(
+            spec["framework"], mode, spec["stage1_cfg"], spec["stage2_cfg"],
+            spec["full_size_args"], spec["checkpoint"], device,
+        )  # fmt: skip
         data = model.data_preprocessor(batch, training=True)
         optimizer = None
         if mode != "nograd":
@@ -223,7 +213,7 @@ def cost_worker(spec: dict) -> dict:
                 optimizer.step()
 
     with storage:
-        result = fsc.measure_steps(step, spec["time_iters"])
+        result = measure_steps(step, spec["time_iters"])
     if device == "cuda":
         result["max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
     result.update(device=device, precision=spec["precision"], mode=mode)
@@ -236,26 +226,29 @@ def _slug(name: str) -> str:
 
 def measure_family(name: str, args, out: str, log: List[str]) -> dict:
     """Full-size runs of one family (full_size_configs.py) and its cost per precision."""
-    import full_size_configs as fsc
+    from common import run_isolated
+    from full_size.families import SCRIPT, config_paths, families
+    from full_size.overrides import det_env, det_overrides, get_stage2_weights
+    from full_size.runs import run_det_family, run_mm_family
 
     fargs = full_size_args(args)
-    family = fsc.families()[name]
+    family = families()[name]
     fw = family["framework"]
-    cfgs = fsc.config_paths(family, BACKBONE)
-    env = fsc.det_env(out) if fw == "det" else None
+    cfgs = config_paths(family, BACKBONE)
+    env = det_env(out) if fw == "det" else None
     if fw == "det":
         os.environ["DETECTRON2_DATASETS"] = os.path.join(out, "datasets")
-    runner = fsc.run_det_family if fw == "det" else fsc.run_mm_family
+    runner = run_det_family if fw == "det" else run_mm_family
     start = time.time()
     run = runner(name, cfgs, fargs, out)  # generated data, stage 1, stage 2, evaluations
     log.append(f"{name}: full-size stage 1 and stage 2 in {time.time() - start:.0f} s")
     if fw == "det":
-        ckpt = fsc.get_stage2_weights(cfgs["stage2"])  # relative to out, as the configs say
+        ckpt = get_stage2_weights(cfgs["stage2"])  # relative to out, as the configs say
         ckpt = os.path.join(out, ckpt)
     else:
         ckpt = run["stage1_checkpoint"]
     batch_file = os.path.join(out, "logs", f"{_slug(name)}_gpu_batch.pt")
-    worker = [os.path.join(HERE, "full_size_configs.py"), "--worker", fw, "batch",
+    worker = [SCRIPT, "--worker", fw, "batch",
               cfgs["stage1"], cfgs["stage2"], batch_file, ckpt, "--out", out,
               "--iters", str(args.iters),
               "--det-images-per-process", str(args.det_images_per_process)]  # fmt: skip
@@ -268,10 +261,10 @@ def measure_family(name: str, args, out: str, log: List[str]) -> dict:
                 framework=fw, mode=mode, precision=precision, device=args.device,
                 stage1_cfg=cfgs["stage1"], stage2_cfg=cfgs["stage2"], batch_file=batch_file,
                 checkpoint=ckpt, out=out, time_iters=args.time_iters,
-                opts=fsc.det_overrides(fargs, 1 if mode == "stage1" else 2) if fw == "det" else [],
-                fsc_args=vars(fargs),
+                opts=det_overrides(fargs, 1 if mode == "stage1" else 2) if fw == "det" else [],
+                full_size_args=vars(fargs),
             )  # fmt: skip
-            r[mode] = fsc.run_isolated([os.path.abspath(__file__), "--worker", json.dumps(spec)])
+            r[mode] = run_isolated([os.path.abspath(__file__), "--worker", json.dumps(spec)])
         r["ratios"] = dict(
             stage2_over_stage1_time=r["stage2"]["median_s"] / r["stage1"]["median_s"],
             stage2_over_nograd_time=r["stage2"]["median_s"] / r["nograd"]["median_s"],
@@ -395,12 +388,12 @@ def tables(results: dict) -> str:
 
 def plan(args, out: str) -> List[str]:
     """What a run does (and a check that the configs and scripts it needs exist)."""
-    import full_size_configs as fsc
+    from full_size.families import config_paths, families
 
     lines = []
     if not args.skip_cost:
         for name in args.family:
-            cfgs = fsc.config_paths(fsc.families()[name], BACKBONE)
+            cfgs = config_paths(families()[name], BACKBONE)
             for p in cfgs.values():
                 if not os.path.isfile(p):
                     raise FileNotFoundError(p)
@@ -427,8 +420,8 @@ def main(argv=None) -> int:
         if spec.get("kind") == "tiny_det":
             tiny_det_worker(spec)
         else:
-            if "fsc_args" in spec:
-                spec["fsc_args"] = argparse.Namespace(**spec["fsc_args"])
+            if "full_size_args" in spec:
+                spec["full_size_args"] = argparse.Namespace(**spec["full_size_args"])
             print(json.dumps(cost_worker(spec)))
         return 0
 

@@ -1,7 +1,8 @@
-"""The shipped configs at full size (benchmarks/full_size_configs.py), for one detectron2, one
-MMSegmentation and one MMPretrain family: generated data of the config's size with the
-dataset's real class list, stage 1 -> checkpoint -> stage 2 from it -> the config's evaluator.
-The other families run with the same script (docs/results.md, "Every shipped LVIS, ADE20K and classification config at full size")."""
+"""The shipped configs at full size (benchmarks/full_size_configs.py, the entry point of the
+benchmarks/full_size package), for one detectron2, one MMSegmentation and one MMPretrain
+family: generated data of the config's size with the dataset's real class list, stage 1 ->
+checkpoint -> stage 2 from it -> the config's evaluator. The other families run with the same
+script (docs/results.md, "Every shipped LVIS, ADE20K and classification config at full size")."""
 
 import json
 import os
@@ -24,6 +25,25 @@ def run_family(out, family, backbone="R_50"):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "Overrides of the shipped configs" in proc.stdout
     return json.load(open(out / "full_size_results.json"))[f"{family}@{backbone}"]["run"]
+
+
+def test_entry_point_and_its_generated_data(tmp_path):
+    """The entry point the package re-invokes for its workers is this script, which answers
+    --help; the classification generator writes the same files for the same seed."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    try:
+        from full_size import data, families
+    finally:
+        sys.path.remove(os.path.join(REPO, "benchmarks"))
+    assert families.SCRIPT == SCRIPT
+    proc = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--timing-only" in proc.stdout, proc.stderr[-2000:]
+    for folder in ("a", "b"):
+        data.generate_cls(str(tmp_path / folder), "places-lt", seed=3)
+    root_a, root_b = tmp_path / "a/data/places365", tmp_path / "b/data/places365"
+    names = sorted(p.relative_to(root_a) for p in root_a.rglob("*") if p.is_file())
+    assert len(names) == 16 + 3 + 1  # images, split files, the .generated marker
+    assert all((root_a / n).read_bytes() == (root_b / n).read_bytes() for n in names)
 
 
 def load_state(path):
