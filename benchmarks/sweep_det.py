@@ -21,12 +21,12 @@ options, evaluated by LVISEvaluator on the demo's val split (box AP, AP_r/c/f, %
   tau-normalisation (tau_norm, TAU 0.5, 1);
 - DisAlign stage 2 (the demo's stage-2 config: 300 iterations, LR 0.2, rho 0.8) with
   MODEL.DISALIGN.MARGIN_INIT zero (the paper) / prior, MODEL.DISALIGN.RHO in {0, 0.5, 0.8, 1, 2},
-  and at rho 0.8 SOLVER.BASE_LR 0.1x / 3x;
+  at rho 0.8 SOLVER.BASE_LR 0.1x / 3x, and MARGIN_INIT prior_offset at rho 0, 0.5, 0.8, 1;
 - held-out: a stage 1 trained on 80% of the training images (DATASETS.HELDOUT.FRACTION 0.2,
   PART stage1, SEED 0; the demo's stage-1 config otherwise), then DisAlign zero / prior at
   rho 0.8 calibrated on the withheld 20% (PART calibration), and LA tau=1 of that stage 1.
 
-Output: the JSON of /tmp/sweep_schema.md's format (part "det"), rewritten after every run;
+Output: the JSON of benchmarks/plot_sweeps.py's format (part "det"), rewritten after every run;
 runs already in it are skipped unless --force. first_loss / final_loss: detectron2's
 ``total_loss`` of the first and the last record of OUTPUT_DIR/metrics.json (each the median
 over the 20 iterations before it); the same for ``loss_cls`` in first_loss_cls /
@@ -65,7 +65,7 @@ LR_FACTORS = (0.1, 3.0)
 
 
 def plan():
-    """Every run, the most informative first (see /tmp/sweep_schema.md)."""
+    """Every run, the most informative first (see benchmarks/plot_sweeps.py)."""
     runs = []
 
     def disalign(init, rho, lr=DEFAULT_LR, data="train"):
@@ -89,6 +89,10 @@ def plan():
             disalign("prior", rho)
     for factor in LR_FACTORS:
         disalign("zero", PAPER_RHO, lr=round(DEFAULT_LR * factor, 6))
+    # The prior as a fixed offset outside the confidence (MARGIN_INIT prior_offset): stage 2
+    # starts at exactly logit adjustment and learns a residual.
+    for rho in (0.0, 0.5, PAPER_RHO, 1.0):
+        disalign("prior_offset", rho)
     return runs
 
 

@@ -67,6 +67,18 @@ the confidence a freshly built calibration has:
 
 A checkpoint holds ``beta`` itself, so stage-2 checkpoints load and resume as always; a
 stage-1 checkpoint, which has no calibration, leaves the prior start in place.
+
+Why "prior" drifts away from logit adjustment: the prior sits in ``sigma(x) * beta``, and
+stage 2's re-weighted loss raises the confidence (on the demo's detector from 0.5 to 0.83 at
+rho = 0.8), so the effective margin grows past ``m`` (1.6 times it there) before ``beta`` can
+adapt. ``margin_init="prior_offset"`` keeps the prior out of the gate::
+
+    z_hat = (1 + sigma(x) * alpha) * z + sigma(x) * beta + m
+
+with ``m`` fixed (a buffer computed from the class counts when the module is built, not
+trained and not in the checkpoint, like the GRW weights) and ``beta`` starting at 0: stage 2
+starts at exactly logit adjustment for every input and every confidence mode, and learns only
+a residual magnitude and margin.
 """
 
 from __future__ import annotations
@@ -98,8 +110,11 @@ __all__ = [
 # "none": sigma = 1, magnitude and margin applied as they are.
 CONFIDENCE_MODES = ("input", "input_bn_relu", "constant", "none")
 _INPUT_MODES = ("input", "input_bn_relu")
-# "zero": beta = 0, the identity start (the paper). "prior": the logit-adjustment start.
-MARGIN_INITS = ("zero", "prior")
+# "zero": beta = 0, the identity start (the paper). "prior": the logit-adjustment start, in the
+# learned margin. "prior_offset": the logit-adjustment margin as a fixed offset outside the
+# confidence, beta = 0 (module docstring).
+MARGIN_INITS = ("zero", "prior", "prior_offset")
+_PRIOR_INITS = ("prior", "prior_offset")
 # "paper": alpha = beta = 0 and v ~ N(0, 0.01^2), b = 0: the identity start (eq. 6).
 # "authors_cls": the authors' released classification layer (cvpods DisAlignLinear): alpha = 1,
 # beta = 0, v = 0.1 everywhere, b as torch's nn.Linear bias (module docstring).
@@ -128,8 +143,10 @@ class DisAlignCalibration(nn.Module):
         use_magnitude (bool): learn the magnitude ``alpha``; if False it stays 0.
         use_margin (bool): learn the margin ``beta``; if False it stays 0.
         confidence (str): one of ``CONFIDENCE_MODES``.
-        margin_init (str): "zero" (the paper: identity start) or "prior": ``beta`` starts at
-            ``-prior_tau * log(pi) / sigma_0``, centred (module docstring).
+        margin_init (str): "zero" (the paper: identity start), "prior": ``beta`` starts at
+            ``-prior_tau * log(pi) / sigma_0``, centred, or "prior_offset": that margin
+            (without ``/ sigma_0``) as a fixed offset outside the confidence, ``beta`` at 0
+            (module docstring).
         form (str): "paper" (default: the identity start) or "authors_cls": the authors'
             released classification layer's start, ``alpha = 1``, ``beta = 0``, confidence
             weight 0.1 everywhere and bias uniform in ``[-1/sqrt(C), 1/sqrt(C)]`` (module
@@ -137,7 +154,7 @@ class DisAlignCalibration(nn.Module):
         confidence_input (str): "raw" (default, the paper) or "l2_normalized": the confidence
             of the input modes reads ``x / |x|`` (the authors' cosine classifier).
         class_counts (sequence or Tensor, optional): (K,) training counts giving ``pi``; only
-            with ``margin_init="prior"``, which requires them.
+            with ``margin_init="prior"`` or ``"prior_offset"``, which require them.
         prior_tau (float): tau of the prior start, >= 0.
         class_names (sequence of str, optional): named in the zero-count error.
         zero_count (str): a class with count 0: "error" (default) or "warn", as
@@ -198,14 +215,14 @@ class DisAlignCalibration(nn.Module):
             raise ValueError(f"margin_init must be one of {MARGIN_INITS}, got {margin_init!r}")
         if margin_init == "prior" and not use_margin:
             raise ValueError("margin_init='prior' needs the margin: use_margin=True")
-        if margin_init == "prior" and class_counts is None:
+        if margin_init in _PRIOR_INITS and class_counts is None:
             raise ValueError(
-                "margin_init='prior' needs the training class counts"
+                f"margin_init={margin_init!r} needs the training class counts"
                 + (f" ({counts_key})" if counts_key else "")
             )
         if margin_init == "zero" and class_counts is not None:
             raise ValueError(
-                "class_counts are only used with margin_init='prior'"
+                "class_counts are only used with margin_init='prior' or 'prior_offset'"
                 + (f" ({counts_key})" if counts_key else "")
             )
         self.num_classes = num_classes
@@ -229,8 +246,10 @@ class DisAlignCalibration(nn.Module):
             confidence = "none"
             self.confidence_mode = confidence
         self.margin_init = margin_init
-        self.prior_tau = prior_tau if margin_init == "prior" else None
-        if margin_init == "prior":
+        self.prior_tau = prior_tau if margin_init in _PRIOR_INITS else None
+        # (K,) the fixed logit-adjustment offset of margin_init="prior_offset", else None.
+        self.register_buffer("prior_offset", None, persistent=False)
+        if margin_init in _PRIOR_INITS:
             prior = logit_adjustment_margin(
                 class_counts,
                 prior_tau,
@@ -240,8 +259,12 @@ class DisAlignCalibration(nn.Module):
                 tau_key=tau_key,
                 counts_key=counts_key,
             )
+        if margin_init == "prior":
             with torch.no_grad():
                 self.beta.copy_(prior / confidence_at_start(confidence))
+        elif margin_init == "prior_offset":
+            # Not persistent: derived from the training counts, as the GRW weights.
+            self.prior_offset = prior.float()
         self.confidence_norm: Optional[nn.Module] = None
         if confidence == "input" and form == "authors_cls":
             # nn.Linear(C, 1) after nn.init.constant_(weight, 0.1); its bias keeps torch's
@@ -332,11 +355,12 @@ class DisAlignCalibration(nn.Module):
                 f"features {tuple(features.shape)} and logits {tuple(logits.shape)} must agree "
                 "in N and in the spatial dims"
             )
-        if self.alpha is None and self.beta is None:
-            return logits
-        sigma = self.confidence(features, logits)
         view = (1, -1) + (1,) * (logits.dim() - 2)
-        out = logits
+        offset = self.prior_offset
+        if self.alpha is None and self.beta is None:
+            return logits if offset is None else logits + offset.to(logits).view(view)
+        sigma = self.confidence(features, logits)
+        out = logits if offset is None else logits + offset.to(logits).view(view)
         if self.alpha is not None:
             out = out + sigma * self.alpha.view(view) * logits
         if self.beta is not None:
@@ -355,8 +379,8 @@ class DisAlignCalibration(nn.Module):
                 else ""
             )
             + (
-                f", margin_init='prior', prior_tau={self.prior_tau}"
-                if self.margin_init == "prior"
+                f", margin_init={self.margin_init!r}, prior_tau={self.prior_tau}"
+                if self.margin_init in _PRIOR_INITS
                 else ""
             )
         )

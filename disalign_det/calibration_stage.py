@@ -482,7 +482,13 @@ class DisAlignCheckpointer(DetectionCheckpointer):
 
     def _calibration_start(self) -> str:
         """Where the model's calibrations start, for the log of a load that does not set them."""
-        if any(getattr(m, "margin_init", None) == "prior" for m in self.model.modules()):
+        inits = {getattr(m, "margin_init", None) for m in self.model.modules()}
+        if "prior_offset" in inits:
+            return (
+                "at the prior start (alpha = beta = 0 plus the fixed logit-adjustment offset, "
+                "MODEL.DISALIGN.MARGIN_INIT 'prior_offset')"
+            )
+        if "prior" in inits:
             return (
                 "at the prior start (alpha = 0, beta = the logit-adjustment margin, "
                 "MODEL.DISALIGN.MARGIN_INIT 'prior')"

@@ -65,7 +65,9 @@ def add_disalign_config(cfg: CN) -> None:
     # logit-adjustment solution beta = -PRIOR_TAU * log(pi) / sigma_0, centred over the K
     # foreground classes (pi from the same class frequencies as the re-weighting,
     # FREQUENCY_TYPE / FREQUENCY_FILE; sigma_0 = 0.5 for the "input" and "constant" confidences,
-    # 1 for "none"), so that stage 2 learns only what the class prior does not give.
+    # 1 for "none"), so that stage 2 learns only what the class prior does not give; or
+    # "prior_offset": -PRIOR_TAU * log(pi) as a fixed offset outside the confidence, beta = 0,
+    # so stage 2 starts at exactly logit adjustment (core DisAlignCalibration's docstring).
     _C.MODEL.DISALIGN.MARGIN_INIT = "zero"
     # tau of the "prior" start (>= 0; 0 is the zero start).
     _C.MODEL.DISALIGN.PRIOR_TAU = 1.0

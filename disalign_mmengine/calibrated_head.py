@@ -188,7 +188,7 @@ def build_calibration(
         (DisAlignCalibration, PosthocAdjustment or None).
     """
     calibration = dict(calibration or {})
-    if calibration.get("margin_init", "zero") == "prior":
+    if calibration.get("margin_init", "zero") in ("prior", "prior_offset"):
         counts, names, key = read_frequencies(
             calibration.pop("class_frequencies", None), calibration_key
         )
@@ -196,7 +196,8 @@ def build_calibration(
         calibration.setdefault("tau_key", f"{calibration_key}.prior_tau")
     elif "class_frequencies" in calibration:
         raise ValueError(
-            f"{calibration_key}.class_frequencies is only read with margin_init='prior'"
+            f"{calibration_key}.class_frequencies is only read with margin_init='prior' or "
+            "'prior_offset'"
         )
     module = DisAlignCalibration(num_classes, in_channels, **calibration)
     post = posthoc_config(posthoc, posthoc_key)

@@ -106,7 +106,8 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 switches, see ``disalign_core.DisAlignCalibration``.
             class_weights (sequence of float or None): (K,) GRW weights of the foreground
                 classes; None keeps the parent's plain cross-entropy.
-            margin_init (str): "zero" (the paper) or "prior" (MODEL.DISALIGN.MARGIN_INIT).
+            margin_init (str): "zero" (the paper), "prior" or "prior_offset"
+                (MODEL.DISALIGN.MARGIN_INIT; core ``DisAlignCalibration``).
             prior_tau (float): tau of the "prior" start (MODEL.DISALIGN.PRIOR_TAU).
             posthoc (str or None): None, "logit_adjustment" or "tau_norm"
                 (MODEL.DISALIGN.POSTHOC.TYPE).
@@ -139,9 +140,16 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
         if margin_init not in MARGIN_INITS:
             raise ValueError(
                 f"{MARGIN_INIT_KEY} must be one of {MARGIN_INITS} ('zero': the paper's identity "
-                f"start, 'prior': the logit-adjustment start), got {margin_init!r}"
+                f"start, 'prior': the logit-adjustment start in the margin, 'prior_offset': as a fixed "
+                f"offset), got {margin_init!r}"
             )
-        if margin_init == "prior" and not (calibration and use_margin):
+        if margin_init in ("prior", "prior_offset") and not calibration:
+            raise ValueError(
+                f"{MARGIN_INIT_KEY} {margin_init!r} starts the calibration at the class prior, "
+                "but there is none: it needs MODEL.DISALIGN.CALIBRATION True; set "
+                f"{MARGIN_INIT_KEY} 'zero' otherwise"
+            )
+        if margin_init == "prior" and not use_margin:
             raise ValueError(
                 f"{MARGIN_INIT_KEY} 'prior' starts the calibration's margin, but there is none: "
                 "it needs MODEL.DISALIGN.CALIBRATION True and MODEL.DISALIGN.MARGIN True "
@@ -155,7 +163,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 use_margin=use_margin,
                 confidence=confidence,
                 margin_init=margin_init,
-                class_counts=class_counts if margin_init == "prior" else None,
+                class_counts=class_counts if margin_init != "zero" else None,
                 prior_tau=prior_tau,
                 class_names=class_names,
                 zero_count=zero_count,
@@ -222,7 +230,7 @@ class DisAlignFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "zero_count": d.ZERO_COUNT,
             }
         )
-        if d.MARGIN_INIT == "prior" or d.POSTHOC.TYPE == "logit_adjustment":
+        if d.MARGIN_INIT in ("prior", "prior_offset") or d.POSTHOC.TYPE == "logit_adjustment":
             # The class prior pi from the frequencies the re-weighting uses (FREQUENCY_TYPE /
             # FREQUENCY_FILE / DATASETS.TRAIN). With DATASETS.HELDOUT they are still those of
             # the whole training set (class_frequencies.py does not see the split): both parts

@@ -153,3 +153,28 @@ def test_calibrate_foreground_leaves_the_background_logit_alone():
         calibrate_foreground(scores, 4, lambda z: z)
     with pytest.raises(ValueError, match="returned shape"):
         calibrate_foreground(scores, 3, lambda z: z[:, :2])
+
+
+@pytest.mark.parametrize("confidence", ["input", "constant", "none", "input_bn_relu"])
+def test_prior_offset_starts_at_logit_adjustment_and_keeps_the_prior_out_of_the_gate(confidence):
+    from disalign_core import logit_adjustment_margin
+
+    counts = [500.0, 50.0, 5.0, 1.0]
+    cal = DisAlignCalibration(
+        4, 3, confidence=confidence, margin_init="prior_offset", class_counts=counts
+    )
+    m = logit_adjustment_margin(counts, 1.0)
+    z, x = torch.randn(6, 4), torch.randn(6, 3) * 5
+    cal.eval()
+    torch.testing.assert_close(cal(z, x), z + m)  # exactly LA, whatever sigma(x) is
+    assert torch.equal(cal.beta, torch.zeros(4)) and cal.alpha is not None
+    # fixed: not a parameter, not in the checkpoint
+    assert "prior_offset" not in dict(cal.named_parameters())
+    assert "prior_offset" not in cal.state_dict()
+    # trained terms add on top: with beta = 1, z + m + sigma(x)
+    with torch.no_grad():
+        cal.beta.fill_(1.0)
+    sigma = cal.confidence(x, z)
+    torch.testing.assert_close(cal(z, x), z + m + sigma * 1.0)
+    with pytest.raises(ValueError, match="'prior_offset' needs the training class counts"):
+        DisAlignCalibration(4, 3, margin_init="prior_offset")
