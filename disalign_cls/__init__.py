@@ -8,6 +8,8 @@ Importing registers, in MMPretrain's registries:
   calibration stage's classifier, everything else frozen), ``GRWCrossEntropyLoss``;
 - METRICS: ``LongTailAccuracy`` (top-k overall and for many-, medium- and few-shot classes);
 - HOOKS: ``DisAlignDataCheckHook`` (labels in [0, K), images exist, sampled headers);
+- DATASETS: ``DisAlignHeldOutSubset`` (one part of a held-out calibration split of the training
+  set, stratified by class; our extension beyond the paper);
 lets mmengine checkpoints load under torch >= 2.6 and explains unreadable checkpoint files
 (``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
 """
@@ -25,6 +27,7 @@ from .disalign_classifier import DisAlignImageClassifier  # noqa: E402
 from .disalign_head import DisAlignClsHead, calibrated_head_class  # noqa: E402
 from .frequencies import count_dataset_labels, load_class_counts  # noqa: E402
 from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
+from .heldout_dataset import DisAlignHeldOutSubset  # noqa: E402
 from .long_tail_metric import LongTailAccuracy  # noqa: E402
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "CosineLinear",
     "DisAlignClsHead",
     "DisAlignDataCheckHook",
+    "DisAlignHeldOutSubset",
     "DisAlignImageClassifier",
     "GRWCrossEntropyLoss",
     "LongTailAccuracy",

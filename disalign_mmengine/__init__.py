@@ -17,6 +17,9 @@ never MMSegmentation or MMPretrain, so each plugin works without the other frame
 - ``grw_loss``: ``GRWCrossEntropyLossBase``, the re-weighted cross-entropy and its one reduction
   vocabulary (``reduction``, ``avg_mode``), which each plugin's ``GRWCrossEntropyLoss``
   subclasses with its own frequency reader;
+- ``heldout_dataset``: ``DisAlignHeldOutSubset``, one part of a stratified held-out calibration
+  split of a training dataset (an mmengine dataset wrapper; the plugins register their
+  subclasses);
 - ``recipe_guard``: ``DisAlignRecipeGuardHook``, which refuses ``--resume`` with another recipe
   than the checkpoint's and keeps the first start's config.
 """
@@ -45,6 +48,7 @@ from .checkpoints import (
     torch_hub_cache_file,
 )
 from .grw_loss import GRWCrossEntropyLossBase
+from .heldout_dataset import DisAlignHeldOutSubset
 from .recipe_guard import DisAlignRecipeGuardHook, RecipeChangedError, recipe_from_config
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "CalibrationStageMixin",
     "CheckpointReadError",
     "DisAlignCheckpointHook",
+    "DisAlignHeldOutSubset",
     "DisAlignRecipeGuardHook",
     "GRWCrossEntropyLossBase",
     "RecipeChangedError",

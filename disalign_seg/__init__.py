@@ -7,6 +7,8 @@ Importing registers, in mmseg's registries:
   calibration stage's segmentor, everything else frozen), ``GRWCrossEntropyLoss``;
 - METRICS: ``LongTailIoUMetric`` (mIoU/mAcc overall and for head, body and tail classes);
 - HOOKS: ``DisAlignDataCheckHook`` (missing data files, frequency class names, before_run);
+- DATASETS: ``DisAlignHeldOutSubset`` (one part of a held-out calibration split of the training
+  set, stratified by the classes of each label map; our extension beyond the paper);
 lets mmengine checkpoints load under torch >= 2.6, and explains unreadable checkpoint files
 (``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
 
@@ -27,12 +29,14 @@ from .disalign_encoder_decoder import DisAlignEncoderDecoder  # noqa: E402
 from .disalign_head import DisAlignHead, calibrated_head_class  # noqa: E402
 from .frequencies import count_class_pixels, dataset_classes_from_config  # noqa: E402
 from .grw_loss import GRWCrossEntropyLoss  # noqa: E402
+from .heldout_dataset import DisAlignHeldOutSubset  # noqa: E402
 from .long_tail_metric import LongTailIoUMetric  # noqa: E402
 
 __all__ = [
     "DisAlignDataCheckHook",
     "DisAlignEncoderDecoder",
     "DisAlignHead",
+    "DisAlignHeldOutSubset",
     "GRWCrossEntropyLoss",
     "LongTailIoUMetric",
     "allow_mmengine_checkpoints",
