@@ -10,15 +10,17 @@ Importing registers, in MMPretrain's registries:
 - HOOKS: ``DisAlignDataCheckHook`` (labels in [0, K), images exist, sampled headers);
 - DATASETS: ``DisAlignHeldOutSubset`` (one part of a held-out calibration split of the training
   set, stratified by class; our extension beyond the paper);
-lets mmengine checkpoints load under torch >= 2.6 and explains unreadable checkpoint files
-(``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
+and calls ``disalign_mmengine.allow_mmengine_checkpoints`` (torch's ``weights_only`` allow-list
+for mmengine's training state, so that ``--resume`` works under torch >= 2.6): the one change
+to the process beyond the registries; nothing of mmengine or the framework is replaced.
 """
 
-from disalign_mmengine import allow_mmengine_checkpoints, install_checkpoint_errors
+from disalign_mmengine import allow_mmengine_checkpoints
 
-# Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
+# The one process-wide change of this import (disalign_mmengine.allow_mmengine_checkpoints says
+# what it allows), made before anything can load a checkpoint: Config.fromfile runs
+# custom_imports first.
 allow_mmengine_checkpoints()
-install_checkpoint_errors()
 
 # Importing the modules registers their components.
 from .cosine_head import CosineClsHead, CosineLinear  # noqa: E402
@@ -40,7 +42,6 @@ __all__ = [
     "GRWCrossEntropyLoss",
     "LongTailAccuracy",
     "allow_mmengine_checkpoints",
-    "install_checkpoint_errors",
     "calibrated_head_class",
     "count_dataset_labels",
     "load_class_counts",

@@ -230,7 +230,10 @@ def posthoc_loss_error(posthoc_type: str, posthoc_key: str, calibration_key: str
 
 
 def check_state_dict_shapes(
-    state_dict: Dict[str, Any], prefix: str, expected: Dict[str, Tuple[int, ...]], model: str
+    state_dict: Dict[str, Any],
+    prefix: str,
+    expected: Dict[str, Tuple[Optional[int], ...]],
+    model: str,
 ) -> None:
     """Refuse a checkpoint whose classifier or calibration has another shape.
 
@@ -240,14 +243,20 @@ def check_state_dict_shapes(
     Args:
         state_dict (dict): the state dict being loaded.
         prefix (str): the head's prefix in it.
-        expected (dict): parameter name (without prefix) -> the model's shape.
+        expected (dict): parameter name (without prefix) -> the model's shape; None in a
+            dimension that another check owns (e.g. a classifier's input channels, which the
+            stage-1 key check reports with the rest of the model).
         model (str): the model's setting, e.g. ``"num_classes=150, in_channels=512"``.
     """
     for key, shape in expected.items():
         value = state_dict.get(prefix + key)
-        if value is not None and tuple(value.shape) != tuple(shape):
+        if value is None:
+            continue
+        got = tuple(value.shape)
+        if len(got) != len(shape) or any(e is not None and g != e for g, e in zip(got, shape)):
+            wanted = tuple("*" if e is None else e for e in shape)
             raise ValueError(
-                f"checkpoint does not fit the model: {prefix + key} has {value.shape[0]} "
-                f"classes or channels (shape {tuple(value.shape)}) but the model's head expects "
-                f"shape {tuple(shape)} ({model})"
+                f"checkpoint does not fit the model: {prefix + key} has {got[0] if got else '?'} "
+                f"classes or channels (shape {got}) but the model's head expects shape "
+                f"{wanted} ({model})".replace("'*'", "*")
             )

@@ -84,7 +84,8 @@ _SHOWN = 5
 
 
 def _read_checkpoint(checkpoint: str, config_key: str) -> Any:
-    """The checkpoint's contents; a URL through torch.hub's cache with ``weights_only=True``."""
+    """The checkpoint's contents; a URL through torch.hub's cache with ``weights_only=True``, a
+    local file with ``load_local_checkpoint``."""
     if str(checkpoint).startswith(("http://", "https://")):
         local = download_checkpoint(checkpoint, config_key)
         print_log(
@@ -95,6 +96,9 @@ def _read_checkpoint(checkpoint: str, config_key: str) -> Any:
             logger="current",
         )
         return load_local_checkpoint(local, map_location="cpu")
+    if "://" not in str(checkpoint):  # a local file: errors that name the file and the fix
+        return load_local_checkpoint(checkpoint, map_location="cpu")
+    # Other schemes (s3://, ...) through mmengine's loaders.
     return CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu", logger="current")
 
 

@@ -50,7 +50,6 @@ import numpy as np
 import torch
 from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from disalign_core import is_complete_checkpoint
 
@@ -59,7 +58,6 @@ __all__ = [
     "allow_mmengine_checkpoints",
     "check_checkpoint_file",
     "download_checkpoint",
-    "install_checkpoint_errors",
     "load_local_checkpoint",
     "mmengine_checkpoint_safe_globals",
     "torch_hub_cache_file",
@@ -177,11 +175,6 @@ def check_checkpoint_file(filename: str) -> None:
         load_local_checkpoint(filename)  # raises the FileNotFoundError with the fix
     if not is_complete_checkpoint(os.path.expanduser(filename)):
         raise CheckpointReadError(_explain(os.path.expanduser(filename), None))
-
-
-def install_checkpoint_errors() -> None:
-    """Make ``load_local_checkpoint`` mmengine's loader of local paths (scheme '')."""
-    CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
 
 
 def torch_hub_cache_file(url: str) -> str:

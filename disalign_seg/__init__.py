@@ -9,19 +9,21 @@ Importing registers, in mmseg's registries:
 - HOOKS: ``DisAlignDataCheckHook`` (missing data files, frequency class names, before_run);
 - DATASETS: ``DisAlignHeldOutSubset`` (one part of a held-out calibration split of the training
   set, stratified by the classes of each label map; our extension beyond the paper);
-lets mmengine checkpoints load under torch >= 2.6, and explains unreadable checkpoint files
-(``disalign_mmengine.checkpoints``, shared by the OpenMMLab plugins).
+and calls ``disalign_mmengine.allow_mmengine_checkpoints`` (torch's ``weights_only`` allow-list
+for mmengine's training state, so that ``--resume`` works under torch >= 2.6): the one change
+to the process beyond the registries; nothing of mmengine or the framework is replaced.
 
 Class pixel counts of a training set: ``count_class_pixels`` (``tools/compute_pixel_frequencies.py``
 is its command line); frequency files are read by ``disalign_core.read_class_frequencies``.
 The demo's generated data set lives in ``disalign_demo.seg``.
 """
 
-from disalign_mmengine import allow_mmengine_checkpoints, install_checkpoint_errors
+from disalign_mmengine import allow_mmengine_checkpoints
 
-# Before anything can load a checkpoint: Config.fromfile runs custom_imports first.
+# The one process-wide change of this import (disalign_mmengine.allow_mmengine_checkpoints says
+# what it allows), made before anything can load a checkpoint: Config.fromfile runs
+# custom_imports first.
 allow_mmengine_checkpoints()
-install_checkpoint_errors()
 
 # Importing the modules registers their components.
 from .data_check_hook import DisAlignDataCheckHook  # noqa: E402
@@ -43,5 +45,4 @@ __all__ = [
     "calibrated_head_class",
     "count_class_pixels",
     "dataset_classes_from_config",
-    "install_checkpoint_errors",
 ]

@@ -162,12 +162,13 @@ class DisAlignHead(CalibratedHeadMixin, BaseDecodeHead):
             return self.posthoc(logits, self.conv_seg.weight, self.conv_seg.bias)
         return self.calibration(logits, feat)
 
-    def expected_state_shapes(self) -> Tuple[Dict[str, Tuple[int, ...]], str]:
+    def expected_state_shapes(self) -> Tuple[Dict[str, Tuple[Optional[int], ...]], str]:
         # mmengine loads non-strictly and only warns about shape mismatches, which would leave
         # a randomly initialised classifier in place: another class count is an error.
         k, c = self.conv_seg.out_channels, self.conv_seg.in_channels
         shapes = {
-            "conv_seg.weight": tuple(self.conv_seg.weight.shape),
+            # the class count only: another width is the stage-1 key check's to report
+            "conv_seg.weight": (k, None, None, None),
             "conv_seg.bias": (k,),
             "calibration.alpha": (k,),
             "calibration.beta": (k,),
