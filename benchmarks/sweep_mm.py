@@ -359,8 +359,8 @@ class Sweep:
         opts = [f"model.stage1_checkpoint={ckpt1}", *schedule_options(p.n2, p.scheduler),
                 "default_hooks.logger.interval=1", "randomness.seed=0",
                 f"{p.loss}.rho={rho}", f"optim_wrapper.optimizer.lr={lr}"]  # fmt: skip
-        if init == "prior":
-            opts.append(f"{p.head}.calibration.margin_init=prior")
+        if init != "zero":  # "prior", "prior_offset"
+            opts.append(f"{p.head}.calibration.margin_init={init}")
         args = [self.train_tool, cfg, "--work-dir", w, "--cfg-options", *opts]
         start = time.time()
         self.run(f"DisAlign {init} rho={rho} lr={lr} data={data}", args)
@@ -398,6 +398,9 @@ def plan(sweep: Sweep, only: Optional[set]) -> List[tuple]:
         ("rho", sweep.disalign, (i, r, lr0)) for r in rhos[len(first) :] for i in ("zero", "prior")
     ]
     steps += [("lr", sweep.disalign, ("zero", p.paper_rho, round(lr0 * f, 6))) for f in (0.1, 3.0)]
+    # The prior as a fixed offset outside the confidence: stage 2 starts at exactly LA.
+    offset_rhos = [r for r in (0.0, 0.5, p.paper_rho, 1.0) if r in rhos]
+    steps += [("prior_offset", sweep.disalign, ("prior_offset", r, lr0)) for r in offset_rhos]
     return [s for s in steps if only is None or s[0] in only]  # fmt: skip
 
 
@@ -448,7 +451,8 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "output", "sweeps"))
     parser.add_argument("--force", action="store_true", help="rerun runs already recorded")
     parser.add_argument(
-        "--only", help="comma-separated groups: la, paper, heldout, rho, lr (default all)"
+        "--only",
+        help="comma-separated groups: la, paper, heldout, rho, lr, prior_offset (default all)",
     )
     parser.add_argument(
         "--no-train-metrics", action="store_true", help="skip the tests on the training split"
