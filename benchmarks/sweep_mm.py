@@ -367,7 +367,10 @@ class Sweep:
         seconds = time.time() - start
         ckpt2 = os.path.join(w, f"iter_{p.n2}.pth")
         train_cfg = self.part_config(2, "calibration") if data == "heldout" else None
-        entry = self.both_splits(name, p.stage2_cfg, ckpt2, w, train_cfg=train_cfg)
+        # Test with the training's calibration options, as a user tests with the config that
+        # trained the checkpoint (prior_offset's offset comes from the config's frequencies).
+        test_opts = [f"{p.head}.calibration.margin_init={init}"] if init != "zero" else []
+        entry = self.both_splits(name, p.stage2_cfg, ckpt2, w, test_opts, train_cfg=train_cfg)
         losses = loss_curve(w)
         entry.update(
             first_loss=mean(losses[:LOSS_WINDOW]),

@@ -76,7 +76,8 @@ adapt. ``margin_init="prior_offset"`` keeps the prior out of the gate::
     z_hat = (1 + sigma(x) * alpha) * z + sigma(x) * beta + m
 
 with ``m`` fixed (a buffer computed from the class counts when the module is built, not
-trained and not in the checkpoint, like the GRW weights) and ``beta`` starting at 0: stage 2
+trained; it is saved in the checkpoint, and a module built without the option refuses a
+checkpoint that has one instead of silently dropping it) and ``beta`` starting at 0: stage 2
 starts at exactly logit adjustment for every input and every confidence mode, and learns only
 a residual magnitude and margin.
 """
@@ -248,7 +249,7 @@ class DisAlignCalibration(nn.Module):
         self.margin_init = margin_init
         self.prior_tau = prior_tau if margin_init in _PRIOR_INITS else None
         # (K,) the fixed logit-adjustment offset of margin_init="prior_offset", else None.
-        self.register_buffer("prior_offset", None, persistent=False)
+        self.register_buffer("prior_offset", None)
         if margin_init in _PRIOR_INITS:
             prior = logit_adjustment_margin(
                 class_counts,
@@ -263,7 +264,7 @@ class DisAlignCalibration(nn.Module):
             with torch.no_grad():
                 self.beta.copy_(prior / confidence_at_start(confidence))
         elif margin_init == "prior_offset":
-            # Not persistent: derived from the training counts, as the GRW weights.
+            # In the checkpoint, so that a model built without the option refuses it (below).
             self.prior_offset = prior.float()
         self.confidence_norm: Optional[nn.Module] = None
         if confidence == "input" and form == "authors_cls":
@@ -333,6 +334,22 @@ class DisAlignCalibration(nn.Module):
             if self.confidence_bias is not None:
                 score = score + self.confidence_bias
         return score
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        if self.prior_offset is None and prefix + "prior_offset" in state_dict:
+            raise ValueError(
+                f"checkpoint does not fit the model: {prefix}prior_offset is the fixed "
+                "logit-adjustment offset of a calibration trained with "
+                f"margin_init='prior_offset', but this one is built with "
+                f"margin_init={self.margin_init!r}, which would drop it. Build the model with "
+                "margin_init='prior_offset' (MODEL.DISALIGN.MARGIN_INIT, or the head's "
+                "calibration.margin_init): test with the config that trained the checkpoint"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, logits: Tensor, features: Optional[Tensor] = None) -> Tensor:
         """Calibrate logits.

@@ -168,9 +168,18 @@ def test_prior_offset_starts_at_logit_adjustment_and_keeps_the_prior_out_of_the_
     cal.eval()
     torch.testing.assert_close(cal(z, x), z + m)  # exactly LA, whatever sigma(x) is
     assert torch.equal(cal.beta, torch.zeros(4)) and cal.alpha is not None
-    # fixed: not a parameter, not in the checkpoint
+    # fixed: not a parameter; in the checkpoint, which a model without the option refuses
     assert "prior_offset" not in dict(cal.named_parameters())
-    assert "prior_offset" not in cal.state_dict()
+    state = cal.state_dict()
+    torch.testing.assert_close(state["prior_offset"], m)
+    with pytest.raises(ValueError, match="trained with margin_init='prior_offset'"):
+        DisAlignCalibration(4, 3, confidence=confidence).load_state_dict(state)
+    # a checkpoint without it (stage 1, or a zero-start stage 2) keeps the built offset
+    fresh = DisAlignCalibration(
+        4, 3, confidence=confidence, margin_init="prior_offset", class_counts=counts
+    )
+    fresh.load_state_dict({k: v for k, v in state.items() if k != "prior_offset"}, strict=False)
+    torch.testing.assert_close(fresh.prior_offset, m)
     # trained terms add on top: with beta = 1, z + m + sigma(x)
     with torch.no_grad():
         cal.beta.fill_(1.0)
