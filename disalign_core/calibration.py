@@ -84,9 +84,8 @@ a residual magnitude and margin.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import math
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -45,11 +45,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from disalign_core import read_class_frequencies
-from disalign_mmengine import (
-    CalibratedHeadFactory,
-    CalibratedHeadMixin,
-    build_calibration,
-)
+from disalign_mmengine import CalibratedHeadFactory, CalibratedHeadMixin, build_calibration
 
 __all__ = ["DisAlignHead", "calibrated_head_class"]
 

@@ -7,6 +7,7 @@ framework module is replaced or removed, mmengine's checkpoint loaders stay its 
 safe globals grow by exactly ``mmengine_checkpoint_safe_globals()``. (The detectron2 plugin's
 import is checked in tests/det/test_det_model.py.) Each plugin is imported in a fresh process.
 """
+
 import json
 import subprocess
 import sys
