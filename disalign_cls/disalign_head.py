@@ -59,11 +59,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from disalign_core import posthoc_config
-from disalign_mmengine import (
-    CalibratedHeadFactory,
-    CalibratedHeadMixin,
-    build_calibration,
-)
+from disalign_mmengine import CalibratedHeadFactory, CalibratedHeadMixin, build_calibration
 
 from .cosine_head import CosineLinear
 from .frequencies import load_class_counts
