@@ -5,7 +5,7 @@ and call ``disalign_mmengine.allow_mmengine_checkpoints`` (torch's ``weights_onl
 Nothing else may change: no attribute of an already-imported torch / mmengine / mmcv /
 framework module is replaced or removed, mmengine's checkpoint loaders stay its own, and the
 safe globals grow by exactly ``mmengine_checkpoint_safe_globals()``. (The detectron2 plugin's
-import is checked in tests/det/test_det_model.py.) Each plugin is imported in a fresh process.
+import is checked in tests/det/test_det_train_net.py.) Each plugin is imported in a fresh process.
 """
 
 import json
