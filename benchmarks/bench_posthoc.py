@@ -35,6 +35,8 @@ import tempfile
 
 import torch
 
+from disalign_core import logit_adjustment_margin, tau_normalize
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DET_STAGE1 = os.path.join(ROOT, "configs/detectron2/demo/faster_rcnn_tiny_synth.yaml")
 DET_STAGE2 = os.path.join(ROOT, "configs/detectron2/demo/disalign_faster_rcnn_tiny_synth.yaml")
@@ -52,17 +54,14 @@ CLS_STAGE2 = os.path.join(
 RETRAIN = dict(iters=400, batch=64, lr=0.1, weight_decay=5e-4, seed=0)
 
 
-def centred_log_prior(counts) -> torch.Tensor:
-    """(K,) log pi_j minus its mean over the K classes."""
-    c = torch.as_tensor(counts, dtype=torch.float64).clamp(min=1)
-    log_pi = (c / c.sum()).log()
-    return (log_pi - log_pi.mean()).float()
+def la_margin(counts, tau: float) -> torch.Tensor:
+    """(K,) the centred logit-adjustment margin -tau log pi (core ``logit_adjustment_margin``)."""
+    return logit_adjustment_margin(counts, tau).float()
 
 
 def tau_normalize_(weight: torch.Tensor, tau: float) -> None:
-    """In place: each row (class) of ``weight`` (K, ...) divided by its norm to the power tau."""
-    norms = weight.flatten(1).norm(dim=1).clamp(min=1e-12)
-    weight.div_(norms.pow(tau).view(-1, *([1] * (weight.dim() - 1))))
+    """In place: ``weight`` (K, ...) replaced by its tau-normalised rows (core ``tau_normalize``)."""
+    weight.copy_(tau_normalize(weight, tau)[0])
 
 
 # ----------------------------------------------------------------------------- detectron2
@@ -114,7 +113,7 @@ def det_posthoc(demo: str, taus) -> dict:
         with torch.no_grad():
             for m in model.modules():
                 if hasattr(m, "calibration") and m.calibration is not None:
-                    m.calibration.beta.copy_(-tau * centred_log_prior(counts))
+                    m.calibration.beta.copy_(la_margin(counts, tau))
         out[f"logit adjustment tau={tau}"] = evaluate(cfg, model)
     for tau in taus:
         cfg, model = build(DET_STAGE1, ["MODEL.WEIGHTS", weights])
@@ -166,7 +165,7 @@ def seg_posthoc(demo: str, taus) -> dict:
     for tau in taus:
 
         def set_beta(m, tau=tau):
-            m.decode_head.calibration.beta.copy_(-tau * centred_log_prior(counts))
+            m.decode_head.calibration.beta.copy_(la_margin(counts, tau))
 
         out[f"logit adjustment tau={tau}"] = evaluate(SEG_STAGE2, set_beta, la)
     for tau in taus:
@@ -270,7 +269,7 @@ def cls_posthoc(demo: str, taus) -> dict:
     for tau in taus:
 
         def set_beta(m, tau=tau):
-            m.head.calibration.beta.copy_(-tau * centred_log_prior(counts))
+            m.head.calibration.beta.copy_(la_margin(counts, tau))
 
         out[f"logit adjustment tau={tau}"] = evaluate(CLS_STAGE2, set_beta, la)
     for tau in taus:

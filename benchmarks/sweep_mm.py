@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import shlex
 import sys
@@ -169,17 +168,15 @@ def calibration_state(ckpt: str, prefix: str) -> dict:
 
 
 def la_margin(part: Part, data: str) -> List[float]:
-    """The centred ``-log pi`` of the training prior (LA's margin at tau = 1)."""
-    from disalign_core import read_class_frequencies
+    """The centred ``-log pi`` of the training prior (LA's margin at tau = 1; core
+    ``logit_adjustment_margin``)."""
+    from disalign_core import logit_adjustment_margin, read_class_frequencies
 
     if part.name == "seg":
         counts, _ = read_class_frequencies(os.path.join(data, "pixel_frequencies.json"))
     else:
         counts, _ = read_class_frequencies(os.path.join(data, "meta", "class_counts.json"))
-    total = float(sum(counts))
-    m = [-math.log(c / total) for c in counts]
-    centre = sum(m) / len(m)
-    return [round(v - centre, 4) for v in m]
+    return [round(float(v), 4) for v in logit_adjustment_margin(counts, 1.0)]
 
 
 class Sweep:
