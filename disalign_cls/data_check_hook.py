@@ -31,45 +31,25 @@ the same way when given the dataset.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from mmengine.dataset import BaseDataset
-from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from mmpretrain.registry import HOOKS
 
-from disalign_core.image_files import image_file_problem, run_parallel, sample, shard
+from disalign_core.image_files import image_file_problem, sample
+from disalign_mmengine.data_check import (
+    check_hook_options,
+    dataset_infos,
+    find_in_parallel,
+    leaf_datasets,
+    run_datasets,
+)
 
 __all__ = ["DisAlignDataCheckHook", "label_range_message", "out_of_range_labels"]
 
-_LOOPS = (
-    ("_train_loop", "train_dataloader.dataset"),
-    ("_val_loop", "val_dataloader.dataset"),
-    ("_test_loop", "test_dataloader.dataset"),
-)
-_IMAGE_CHECKS = ("headers", "full")
 _CLASSES_KEY = "model.head.num_classes"
-
-
-def _leaf_datasets(dataset, key: str) -> Iterator[Tuple[str, BaseDataset]]:
-    """(config key, dataset) of the datasets under mmengine's wrappers."""
-    inner = getattr(dataset, "datasets", None)
-    if inner is not None:
-        for i, d in enumerate(inner):
-            yield from _leaf_datasets(d, f"{key}.datasets[{i}]")
-    elif hasattr(dataset, "dataset") and not isinstance(dataset, BaseDataset):
-        yield from _leaf_datasets(dataset.dataset, f"{key}.dataset")
-    else:
-        yield key, dataset
-
-
-def _infos(dataset) -> List[dict]:
-    if isinstance(dataset, BaseDataset):
-        dataset.full_init()
-    return [dataset.get_data_info(i) for i in range(len(dataset))]
 
 
 def _labels(info: dict) -> List[int]:
@@ -181,13 +161,7 @@ class DisAlignDataCheckHook(Hook):
         max_listed: int = 5,
         num_threads: Optional[int] = None,
     ):
-        if check_images not in (None, False) + _IMAGE_CHECKS:
-            raise ValueError(
-                f"DisAlignDataCheckHook: check_images={check_images!r}, expected one of "
-                f"{_IMAGE_CHECKS} or None"
-            )
-        if sample is not None and sample < 1:
-            raise ValueError(f"DisAlignDataCheckHook: sample={sample!r}, expected None or >= 1")
+        check_hook_options(check_images, sample)
         self.check_labels = check_labels
         self.check_files = check_files
         self.check_images = check_images or None
@@ -198,16 +172,12 @@ class DisAlignDataCheckHook(Hook):
     def before_run(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         num_classes = getattr(getattr(model, "head", None), "num_classes", None)
-        leaves = []
-        for attr, key in _LOOPS:
-            loop = getattr(runner, attr, None)
-            if isinstance(loop, BaseLoop):
-                leaves += list(_leaf_datasets(loop.dataloader.dataset, key))
+        leaves = [leaf for key, d in run_datasets(runner) for leaf in leaf_datasets(d, key)]
         problems, kinds = [], set()
         to_check: List[Tuple[str, str]] = []  # (dataset key, image path)
         sampled = False  # some dataset's images were sampled, not all checked
         for key, dataset in leaves:
-            infos = _infos(dataset)
+            infos = dataset_infos(dataset)
             if self.check_labels and num_classes is not None:
                 message = label_range_message(
                     dataset, infos, num_classes, key, max_listed=self.max_listed
@@ -258,11 +228,7 @@ class DisAlignDataCheckHook(Hook):
             problem = image_file_problem(item[1], decode=decode)
             return (item[0], item[1], problem) if problem else None
 
-        rank, world_size = get_dist_info()
-        mine = shard(to_check, rank, world_size)
-        found = [r for r in run_parallel(check, mine, self.num_threads) if r]
-        if world_size > 1:
-            found = [r for part in all_gather_object(found) for r in part]
+        found = find_in_parallel(check, to_check, self.num_threads)
         if not found:
             return None
         parts = []

@@ -34,64 +34,37 @@ in one thread (``benchmarks/bench_data_check.py``; files in the page cache / rea
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.dataset import BaseDataset
-from mmengine.dist import all_gather_object, get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 from torch import nn
 
 from disalign_core import check_class_names
-from disalign_core.image_files import (
-    image_file_problem,
-    label_map_values,
-    run_parallel,
-    sample,
-    shard,
+from disalign_core.image_files import image_file_problem, label_map_values, sample
+from disalign_mmengine.data_check import (
+    check_hook_options,
+    dataset_infos,
+    find_in_parallel,
+    leaf_datasets,
+    run_datasets,
 )
 
 from .frequencies import frequency_fix
 
 __all__ = ["DisAlignDataCheckHook", "label_value_problem", "missing_dataset_files"]
 
-# The runner's loops and the config keys of their datasets.
-_LOOPS = (
-    ("_train_loop", "train_dataloader.dataset"),
-    ("_val_loop", "val_dataloader.dataset"),
-    ("_test_loop", "test_dataloader.dataset"),
-)
+
+# The data-info keys of the files a segmentation dataset lists.
 _PATH_KEYS = ("img_path", "seg_map_path")
-_IMAGE_CHECKS = ("headers", "full")
-
-
-def _leaf_datasets(dataset, key: str = "") -> Iterator[Tuple[str, BaseDataset]]:
-    """(config key, dataset) of the datasets under mmengine's wrappers (ConcatDataset,
-    RepeatDataset, ...)."""
-    inner = getattr(dataset, "datasets", None)
-    if inner is not None:
-        for i, d in enumerate(inner):
-            yield from _leaf_datasets(d, f"{key}.datasets[{i}]")
-    elif hasattr(dataset, "dataset") and not isinstance(dataset, BaseDataset):
-        yield from _leaf_datasets(dataset.dataset, f"{key}.dataset")
-    else:
-        yield key, dataset
-
-
-def _infos(leaf) -> Iterator[dict]:
-    if isinstance(leaf, BaseDataset):
-        leaf.full_init()  # a lazily initialised dataset has no data list yet
-    for i in range(len(leaf)):
-        yield leaf.get_data_info(i)
 
 
 def missing_dataset_files(dataset) -> Tuple[int, List[str]]:
     """(number of files listed, sorted missing paths) over ``img_path``/``seg_map_path``."""
     paths = set()
-    for _, leaf in _leaf_datasets(dataset):
-        for info in _infos(leaf):
+    for _, leaf in leaf_datasets(dataset):
+        for info in dataset_infos(leaf):
             paths.update(info[k] for k in _PATH_KEYS if info.get(k))
     return len(paths), sorted(p for p in paths if not os.path.isfile(p))
 
@@ -168,13 +141,7 @@ class DisAlignDataCheckHook(Hook):
         sample: Optional[int] = None,
         num_threads: Optional[int] = None,
     ):
-        if check_images not in (None, False) + _IMAGE_CHECKS:
-            raise ValueError(
-                f"DisAlignDataCheckHook: check_images={check_images!r}, expected one of "
-                f"{_IMAGE_CHECKS} or None"
-            )
-        if sample is not None and sample < 1:
-            raise ValueError(f"DisAlignDataCheckHook: sample={sample!r}, expected None or >= 1")
+        check_hook_options(check_images, sample)
         self.check_files = check_files
         self.check_names = check_class_names
         self.max_listed = max_listed
@@ -184,19 +151,18 @@ class DisAlignDataCheckHook(Hook):
         self.num_threads = num_threads
 
     def before_run(self, runner) -> None:
-        loops = [(key, getattr(runner, attr, None)) for attr, key in _LOOPS]
-        loops = [(key, loop) for key, loop in loops if isinstance(loop, BaseLoop)]
+        datasets = run_datasets(runner)
         if self.check_files:
-            for key, loop in loops:
-                self._check_files(loop.dataloader.dataset, key)
+            for key, dataset in datasets:
+                self._check_files(dataset, key)
         if self.check_names:
-            train = [loop for key, loop in loops if key.startswith("train")]
+            train = [dataset for key, dataset in datasets if key.startswith("train")]
             if train:
-                self._check_loss_names(runner.model, train[0].dataloader.dataset)
+                self._check_loss_names(runner.model, train[0])
         # Last: the only check that reads every file (~1 min for ADE20K in one process).
         if self.check_images or self.check_labels:
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-            self._check_contents(model, [(k, loop.dataloader.dataset) for k, loop in loops])
+            self._check_contents(model, datasets)
 
     def _check_files(self, dataset, key: str) -> None:
         listed, missing = missing_dataset_files(dataset)
@@ -224,8 +190,8 @@ class DisAlignDataCheckHook(Hook):
         items: List[tuple] = []
         seen = set()
         for key, dataset in datasets:
-            for leaf_key, leaf in _leaf_datasets(dataset, key):
-                infos = sample(list(_infos(leaf)), self.sample)
+            for leaf_key, leaf in leaf_datasets(dataset, key):
+                infos = sample(dataset_infos(leaf), self.sample)
                 for info in infos:
                     if self.check_images and info.get("img_path"):
                         entry = (leaf_key, "image", info["img_path"], False, None)
@@ -256,11 +222,7 @@ class DisAlignDataCheckHook(Hook):
             bad = label_value_problem(values, num_classes, ignore_index, rzl, lmap)
             return (key, "label values", path, bad, rzl) if bad else None
 
-        rank, world_size = get_dist_info()
-        mine = shard(items, rank, world_size)
-        found = [r for r in run_parallel(check, mine, self.num_threads) if r]
-        if world_size > 1:
-            found = [r for part in all_gather_object(found) for r in part]
+        found = find_in_parallel(check, items, self.num_threads)
         if found:
             raise ValueError(self._contents_message(found, counts, num_classes, ignore_index))
 
